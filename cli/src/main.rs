@@ -1,0 +1,103 @@
+//! `agora`: the command line of the agora peer-to-peer compute network.
+//!
+//! Glue only: argument parsing, output formatting and exit codes. The work
+//! happens in `agora-node`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+mod exec;
+mod units;
+
+/// agora runs your program on independent machines of a peer-to-peer
+/// network and hands back the output only when k of n of them signed the
+/// same result.
+///
+/// Jobs run in a Wasm (wasmtime) or Docker sandbox. `agora exec` runs one
+/// locally with the same sandbox and limits an executor would use.
+#[derive(Debug, Parser)]
+#[command(name = "agora", version, about, long_about)]
+struct Cli {
+    /// The node's data directory (keys, store, module cache).
+    #[arg(long, global = true, env = "AGORA_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job locally in a sandbox, without the network.
+    ///
+    /// Prints the program's stdout and stderr, writes declared outputs to
+    /// --output-dir and exits with the program's exit code. agora's own
+    /// errors (missing file, image absent, a limit exceeded) exit with 125.
+    #[command(subcommand)]
+    Exec(exec::ExecCommand),
+}
+
+/// Exit code for agora's own failures, as `docker run` uses it.
+const EXIT_AGORA_ERROR: u8 = 125;
+
+fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".agora"))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let data_dir = data_dir(cli.data_dir)?;
+    match cli.command {
+        Command::Exec(cmd) => exec::run(cmd, &data_dir).await,
+    }
+}
+
+/// A job's exit code as a process exit code. Wasm programs may exit with
+/// any i32; taking the low byte would turn 256 into success, so codes
+/// outside 0..=255 become 1.
+fn process_exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(code) => ExitCode::from(process_exit_code(code)),
+        Err(e) => {
+            eprintln!("agora: {e:#}");
+            ExitCode::from(EXIT_AGORA_ERROR)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! agora-node: the node daemon as a library.
+//!
+//! The daemon's parts live here as modules, each with one job: the
+//! sandboxed executors, the network task that owns the libp2p Swarm, the
+//! sled store, the submitter and worker sides of the job lifecycle, and the
+//! control API. The `agora` and `agora-bootstrap` binaries are thin glue
+//! over this crate.
+
+pub mod executor;
+pub mod network;

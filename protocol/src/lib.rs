@@ -1,0 +1,44 @@
+//! agora-protocol: everything that crosses the wire between agora nodes.
+//!
+//! - [`cid`]: sha256 content ids naming blobs, jobs and results.
+//! - [`codec`]: the one canonical CBOR encoder/decoder, with size limits.
+//! - [`sign`]: the [`Signed`] envelope, domain-separated ed25519 signatures
+//!   by the node's libp2p identity.
+//! - [`job`], [`messages`], [`result`]: the lifecycle's message types.
+//! - [`validate`]: spec validation and replay/staleness checks.
+//! - [`limits`]: every protocol bound in one place.
+//!
+//! **Invariant:** pure. No tokio, no I/O, no clock reads: time is passed in.
+
+pub mod cid;
+pub mod codec;
+pub mod job;
+pub mod limits;
+pub mod messages;
+pub mod result;
+pub mod sign;
+pub mod validate;
+
+pub use cid::{CidError, ContentId, IdPrefix};
+pub use codec::DecodeError;
+pub use job::{ExecutorSpec, JobSpec, Replication, Resources};
+pub use libp2p_identity::PeerId;
+pub use messages::{
+    Assignment, Attestation, AttestedResult, Bid, CapabilityAdvert, JobOffer, Verdict,
+    VerdictOutcome,
+};
+pub use result::ResultBundle;
+pub use sign::{NodeKey, SignError, Signed, SignedMessage, Verified};
+pub use validate::{validate, SpecError, ValidatedSpec};
+
+/// Protocol version carried in every signed envelope.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Gossipsub topic for capability adverts (also heartbeats).
+pub const TOPIC_ADVERTS: &str = "agora/adverts/1";
+/// Gossipsub topic for job offers.
+pub const TOPIC_JOBS: &str = "agora/jobs/1";
+/// Gossipsub topic for verdicts.
+pub const TOPIC_VERDICTS: &str = "agora/verdicts/1";
+/// Kademlia protocol name.
+pub const KAD_PROTOCOL: &str = "/agora/kad/1.0.0";

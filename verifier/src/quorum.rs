@@ -1,0 +1,822 @@
+//! The k-of-n quorum for one job: executors are assigned, signed
+//! attestations and failure reports come in, and after every event the
+//! quorum says what the submitter should do next ([`Decision`]).
+//!
+//! **Invariant:** once a decision other than `Pending`/`NeedMore` is made
+//! it never changes, and every later attestation is refused. Because the
+//! decision is taken the moment one hash reaches k, and each accepted
+//! attestation adds one vote for one hash from one distinct assigned
+//! executor, at most one hash ever reaches k — even when escalation assigns
+//! more than n executors.
+
+use std::collections::BTreeMap;
+
+use agora_protocol::limits::{MAX_ATTESTATIONS, MAX_REPLICATION};
+use agora_protocol::{Attestation, ContentId, PeerId, SignError, Signed, Verdict, VerdictOutcome};
+
+/// Why a quorum could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuorumConfigError {
+    /// n and k break `1 <= k <= n <= 32` or `2k > n`.
+    #[error("replication {k}-of-{n} is invalid: need 1 <= k <= n <= {MAX_REPLICATION} and 2k > n")]
+    Replication {
+        /// Executors.
+        n: u8,
+        /// Agreement threshold.
+        k: u8,
+    },
+    /// The escalation cap is below n or above what a verdict can carry.
+    #[error("escalation cap {cap} must be between n = {n} and {MAX_ATTESTATIONS}")]
+    Cap {
+        /// The cap asked for.
+        cap: u8,
+        /// Executors first assigned.
+        n: u8,
+    },
+}
+
+/// How an assigned executor ended without an accepted attestation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its deadline passed without an answer.
+    Missed,
+    /// It reported (or was seen) failing to run the job.
+    Crashed,
+}
+
+/// Why an attestation or event was refused. A refusal never changes the
+/// quorum's state.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    /// The attestation's signature does not verify (boxed: the protocol
+    /// error is large and this one travels in every `Result`).
+    #[error("attestation refused: {0}")]
+    BadSignature(Box<SignError>),
+    /// The attestation is for another job.
+    #[error("attestation from {signer} is for job {found}, not this quorum's")]
+    WrongJob {
+        /// Who signed it.
+        signer: PeerId,
+        /// The job named in the attestation (this quorum's job is
+        /// [`Quorum::job`]; not repeated here to keep the error small).
+        found: ContentId,
+    },
+    /// The signer (or the peer named in an event) was never assigned.
+    #[error("{0} is not an executor assigned to this job")]
+    Unassigned(PeerId),
+    /// The executor already had an attestation accepted.
+    #[error("{0} already attested this job")]
+    Duplicate(PeerId),
+    /// The executor was already marked as missed or crashed.
+    #[error("{executor} already ended without a result ({how:?})")]
+    AlreadyEnded {
+        /// The executor.
+        executor: PeerId,
+        /// How it ended.
+        how: Ended,
+    },
+    /// The quorum has already decided; nothing more is counted.
+    #[error("the job is already decided; {0} arrived too late")]
+    Late(PeerId),
+    /// The quorum has already decided (event without a peer).
+    #[error("the job is already decided")]
+    Decided,
+    /// The peer is already assigned to this job.
+    #[error("{0} is already assigned to this job")]
+    AlreadyAssigned(PeerId),
+    /// Assigning would exceed the escalation cap.
+    #[error("escalation cap of {cap} executors reached")]
+    CapReached {
+        /// The cap.
+        cap: u8,
+    },
+}
+
+/// Why more executors are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoreReason {
+    /// Executors missed their deadline or crashed: replace them.
+    Replace,
+    /// The answers disagree and the leading hash cannot reach k with the
+    /// executors still running: escalate.
+    Escalate,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Executors answered with different hashes and none can reach k.
+    NoConsensus {
+        /// Every hash answered, with how many executors attested it,
+        /// most-attested first (ties by hash).
+        hashes: Vec<(ContentId, u32)>,
+    },
+    /// Too few executors answered (misses, crashes, or the job deadline).
+    Timeout,
+}
+
+/// What the submitter should do after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Wait for more answers.
+    Pending,
+    /// Assign `how_many` more executors. This is recomputed from the state
+    /// after every event, not added up: after the node assigns them (each
+    /// through [`Quorum::assign`]) it drops to zero.
+    NeedMore {
+        /// Further assignments needed now (never beyond the cap).
+        how_many: u8,
+        /// Replacement or escalation.
+        why: MoreReason,
+    },
+    /// k executors agreed on `hash`.
+    Verified {
+        /// The accepted result hash.
+        hash: ContentId,
+        /// Executors that attested `hash`, in arrival order.
+        agreeing: Vec<PeerId>,
+        /// Executors that attested another hash, with that hash.
+        disagreeing: Vec<(PeerId, ContentId)>,
+    },
+    /// No result can be accepted.
+    Failed(Failure),
+    /// The submitter cancelled the job.
+    Cancelled,
+}
+
+impl Decision {
+    /// Whether the decision is final (verified, failed or cancelled).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Decision::Verified { .. } | Decision::Failed(_) | Decision::Cancelled
+        )
+    }
+}
+
+/// Where one assigned executor stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Assigned; no answer yet.
+    Running,
+    /// Its attestation of this hash was accepted.
+    Answered(ContentId),
+    /// Ended without an answer.
+    Ended(Ended),
+}
+
+/// The quorum state machine for one job. See the module docs.
+///
+/// It holds no I/O state, so after a restart the node rebuilds it by
+/// replaying the stored assignments, attestations and misses in order.
+#[derive(Debug, Clone)]
+pub struct Quorum {
+    /// The job every attestation must name.
+    job: ContentId,
+    /// Executors first assigned.
+    n: u8,
+    /// Equal hashes needed.
+    k: u8,
+    /// Most executors ever assigned, counting replacements and escalation.
+    cap: u8,
+    /// Every executor assigned, in assignment order.
+    order: Vec<PeerId>,
+    /// Where each assigned executor stands.
+    slots: BTreeMap<PeerId, Slot>,
+    /// Accepted attestations in arrival order, kept for the verdict.
+    accepted: Vec<(PeerId, ContentId, Signed<Attestation>)>,
+    /// The final decision, once made.
+    decided: Option<Decision>,
+}
+
+impl Quorum {
+    /// A quorum for `job` needing `k` of `n` equal hashes, assigning at most
+    /// `cap` executors in total.
+    pub fn new(job: ContentId, n: u8, k: u8, cap: u8) -> Result<Self, QuorumConfigError> {
+        if k < 1 || k > n || n > MAX_REPLICATION || 2 * u16::from(k) <= u16::from(n) {
+            return Err(QuorumConfigError::Replication { n, k });
+        }
+        if cap < n || usize::from(cap) > MAX_ATTESTATIONS {
+            return Err(QuorumConfigError::Cap { cap, n });
+        }
+        Ok(Self {
+            job,
+            n,
+            k,
+            cap,
+            order: Vec::new(),
+            slots: BTreeMap::new(),
+            accepted: Vec::new(),
+            decided: None,
+        })
+    }
+
+    /// The job this quorum decides.
+    pub fn job(&self) -> ContentId {
+        self.job
+    }
+
+    /// Executors first assigned.
+    pub fn n(&self) -> u8 {
+        self.n
+    }
+
+    /// Equal hashes needed.
+    pub fn k(&self) -> u8 {
+        self.k
+    }
+
+    /// Most executors ever assigned.
+    pub fn cap(&self) -> u8 {
+        self.cap
+    }
+
+    /// Every executor assigned so far, in assignment order.
+    pub fn assigned(&self) -> &[PeerId] {
+        &self.order
+    }
+
+    /// Executors assigned and not yet answered or ended.
+    pub fn running(&self) -> Vec<PeerId> {
+        self.order
+            .iter()
+            .filter(|p| self.slots.get(*p) == Some(&Slot::Running))
+            .copied()
+            .collect()
+    }
+
+    /// The accepted attestations, in arrival order.
+    pub fn attestations(&self) -> impl Iterator<Item = &Signed<Attestation>> {
+        self.accepted.iter().map(|(_, _, s)| s)
+    }
+
+    /// Records that `executor` was assigned the job (first dispatch,
+    /// replacement or escalation) and returns the new decision.
+    pub fn assign(&mut self, executor: PeerId) -> Result<Decision, QuorumError> {
+        if self.decided.is_some() {
+            return Err(QuorumError::Decided);
+        }
+        if self.slots.contains_key(&executor) {
+            return Err(QuorumError::AlreadyAssigned(executor));
+        }
+        if self.order.len() >= usize::from(self.cap) {
+            return Err(QuorumError::CapReached { cap: self.cap });
+        }
+        self.order.push(executor);
+        self.slots.insert(executor, Slot::Running);
+        Ok(self.decide())
+    }
+
+    /// Feeds a signed attestation. The signature, the job and the signer's
+    /// assignment are checked here; a refused attestation changes nothing.
+    pub fn attest(&mut self, signed: &Signed<Attestation>) -> Result<Decision, QuorumError> {
+        let v = signed
+            .verify()
+            .map_err(|e| QuorumError::BadSignature(Box::new(e)))?;
+        if v.value.job != self.job {
+            return Err(QuorumError::WrongJob {
+                signer: v.signer,
+                found: v.value.job,
+            });
+        }
+        let slot = *self
+            .slots
+            .get(&v.signer)
+            .ok_or(QuorumError::Unassigned(v.signer))?;
+        match slot {
+            Slot::Answered(_) => return Err(QuorumError::Duplicate(v.signer)),
+            Slot::Ended(how) if self.decided.is_none() => {
+                return Err(QuorumError::AlreadyEnded {
+                    executor: v.signer,
+                    how,
+                })
+            }
+            Slot::Running | Slot::Ended(_) => {}
+        }
+        if self.decided.is_some() {
+            return Err(QuorumError::Late(v.signer));
+        }
+        let hash = v.value.result_hash;
+        self.slots.insert(v.signer, Slot::Answered(hash));
+        self.accepted.push((v.signer, hash, signed.clone()));
+        Ok(self.decide())
+    }
+
+    /// Reports that `executor`'s deadline passed without an answer.
+    pub fn missed(&mut self, executor: PeerId) -> Result<Decision, QuorumError> {
+        self.end(executor, Ended::Missed)
+    }
+
+    /// Reports that `executor` crashed or failed to run the job.
+    pub fn crashed(&mut self, executor: PeerId) -> Result<Decision, QuorumError> {
+        self.end(executor, Ended::Crashed)
+    }
+
+    fn end(&mut self, executor: PeerId, how: Ended) -> Result<Decision, QuorumError> {
+        let slot = *self
+            .slots
+            .get(&executor)
+            .ok_or(QuorumError::Unassigned(executor))?;
+        if self.decided.is_some() {
+            return Err(QuorumError::Late(executor));
+        }
+        match slot {
+            Slot::Answered(_) => Err(QuorumError::Duplicate(executor)),
+            Slot::Ended(how) => Err(QuorumError::AlreadyEnded { executor, how }),
+            Slot::Running => {
+                self.slots.insert(executor, Slot::Ended(how));
+                Ok(self.decide())
+            }
+        }
+    }
+
+    /// Reports that the job's overall deadline passed: whatever has not
+    /// reached k by now fails with [`Failure::Timeout`], and executors still
+    /// running are counted as missed.
+    pub fn job_deadline_passed(&mut self) -> Result<Decision, QuorumError> {
+        if self.decided.is_some() {
+            return Err(QuorumError::Decided);
+        }
+        for slot in self.slots.values_mut() {
+            if *slot == Slot::Running {
+                *slot = Slot::Ended(Ended::Missed);
+            }
+        }
+        let d = Decision::Failed(Failure::Timeout);
+        self.decided = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Cancels the job. Refused once decided.
+    pub fn cancel(&mut self) -> Result<Decision, QuorumError> {
+        if self.decided.is_some() {
+            return Err(QuorumError::Decided);
+        }
+        self.decided = Some(Decision::Cancelled);
+        Ok(Decision::Cancelled)
+    }
+
+    /// The current decision, without feeding an event.
+    pub fn decision(&self) -> Decision {
+        match &self.decided {
+            Some(d) => d.clone(),
+            None => self.evaluate(),
+        }
+    }
+
+    /// Evaluates and, if the result is final, freezes it.
+    fn decide(&mut self) -> Decision {
+        let d = self.evaluate();
+        if d.is_final() {
+            self.decided = Some(d.clone());
+        }
+        d
+    }
+
+    /// Votes per hash, most first, ties broken by hash so output is stable.
+    fn tally(&self) -> Vec<(ContentId, u32)> {
+        let mut counts: BTreeMap<ContentId, u32> = BTreeMap::new();
+        for (_, h, _) in &self.accepted {
+            *counts.entry(*h).or_default() += 1;
+        }
+        let mut v: Vec<(ContentId, u32)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// The decision the current state calls for; pure.
+    fn evaluate(&self) -> Decision {
+        let tally = self.tally();
+        let k = u32::from(self.k);
+        if let Some(&(hash, count)) = tally.first() {
+            if count >= k {
+                return self.verified(hash);
+            }
+        }
+        let best = tally.first().map_or(0, |&(_, c)| c);
+        let running = self.count(|s| *s == Slot::Running);
+        let answered = self.accepted.len() as u32;
+        let room = u32::from(self.cap).saturating_sub(self.order.len() as u32);
+        if best + running + room < k {
+            // Even if every running and every still-assignable executor
+            // agreed with the leading hash, it could not reach k.
+            return Decision::Failed(if tally.len() >= 2 {
+                Failure::NoConsensus { hashes: tally }
+            } else {
+                Failure::Timeout
+            });
+        }
+        // Escalate by the fewest executors that could still lift the
+        // leading hash to k; replace misses and crashes so n stay in play
+        // (answered or running), which keeps latency down when the
+        // remaining executors then disagree. Ask for whichever is larger.
+        let escalate = k.saturating_sub(best + running);
+        let replace = u32::from(self.n).saturating_sub(running + answered);
+        let (want, why) = if escalate > replace {
+            (escalate, MoreReason::Escalate)
+        } else {
+            (replace, MoreReason::Replace)
+        };
+        let how_many = want.min(room);
+        if how_many == 0 {
+            return Decision::Pending;
+        }
+        Decision::NeedMore {
+            how_many: u8::try_from(how_many).unwrap_or(u8::MAX),
+            why,
+        }
+    }
+
+    fn count(&self, f: impl Fn(&Slot) -> bool) -> u32 {
+        self.slots.values().filter(|s| f(s)).count() as u32
+    }
+
+    fn verified(&self, hash: ContentId) -> Decision {
+        let mut agreeing = Vec::new();
+        let mut disagreeing = Vec::new();
+        for (peer, h, _) in &self.accepted {
+            if *h == hash {
+                agreeing.push(*peer);
+            } else {
+                disagreeing.push((*peer, *h));
+            }
+        }
+        Decision::Verified {
+            hash,
+            agreeing,
+            disagreeing,
+        }
+    }
+
+    /// The verdict for a decided job, unsigned (the node signs it): every
+    /// accepted attestation, and as `missed` every executor that missed its
+    /// deadline or crashed, in assignment order. `None` while undecided or
+    /// when cancelled (a cancelled job has no verdict).
+    pub fn verdict(&self, decided_at_ms: u64) -> Option<Verdict> {
+        let (outcome, accepted) = match self.decided.as_ref()? {
+            Decision::Verified { hash, .. } => (VerdictOutcome::Verified, Some(*hash)),
+            Decision::Failed(Failure::NoConsensus { .. }) => (VerdictOutcome::NoConsensus, None),
+            Decision::Failed(Failure::Timeout) => (VerdictOutcome::Timeout, None),
+            Decision::Cancelled | Decision::Pending | Decision::NeedMore { .. } => return None,
+        };
+        let missed = self
+            .order
+            .iter()
+            .filter(|p| matches!(self.slots.get(*p), Some(Slot::Ended(_))))
+            .copied()
+            .collect();
+        Some(Verdict {
+            job: self.job,
+            k: self.k,
+            n: self.n,
+            outcome,
+            accepted,
+            attestations: self.accepted.iter().map(|(_, _, s)| s.clone()).collect(),
+            missed,
+            decided_at_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors carry a protocol SignError, which has no PartialEq, so
+    /// results are compared by their full Debug form.
+    fn dbg<T: std::fmt::Debug>(x: T) -> String {
+        format!("{x:?}")
+    }
+    use agora_protocol::NodeKey;
+
+    fn key(i: u8) -> NodeKey {
+        NodeKey::from_secret([i; 32])
+    }
+
+    fn job() -> ContentId {
+        ContentId::of(b"job")
+    }
+
+    fn h(x: &str) -> ContentId {
+        ContentId::of(x.as_bytes())
+    }
+
+    fn att(k: &NodeKey, job: ContentId, hash: ContentId) -> Signed<Attestation> {
+        k.sign(&Attestation {
+            job,
+            result_hash: hash,
+            exit_code: 0,
+            finished_at_ms: 1,
+        })
+    }
+
+    fn quorum(n: u8, k: u8, cap: u8, keys: &[NodeKey]) -> Quorum {
+        let mut q = Quorum::new(job(), n, k, cap).unwrap();
+        for key in keys {
+            q.assign(key.peer_id()).unwrap();
+        }
+        q
+    }
+
+    #[test]
+    fn config_is_checked() {
+        assert!(Quorum::new(job(), 3, 2, 3).is_ok());
+        assert_eq!(
+            Quorum::new(job(), 4, 2, 4).unwrap_err(),
+            QuorumConfigError::Replication { n: 4, k: 2 }
+        );
+        assert!(Quorum::new(job(), 3, 0, 3).is_err());
+        assert!(Quorum::new(job(), 3, 4, 3).is_err());
+        assert!(Quorum::new(job(), 33, 17, 40).is_err());
+        assert_eq!(
+            Quorum::new(job(), 3, 2, 2).unwrap_err(),
+            QuorumConfigError::Cap { cap: 2, n: 3 }
+        );
+        assert!(Quorum::new(job(), 3, 2, 65).is_err());
+        assert!(Quorum::new(job(), 3, 2, 64).is_ok());
+    }
+
+    #[test]
+    fn starts_by_asking_for_n() {
+        let mut q = Quorum::new(job(), 3, 2, 5).unwrap();
+        assert_eq!(
+            q.decision(),
+            Decision::NeedMore {
+                how_many: 3,
+                why: MoreReason::Replace
+            }
+        );
+        q.assign(key(1).peer_id()).unwrap();
+        assert_eq!(
+            q.assign(key(2).peer_id()).unwrap(),
+            Decision::NeedMore {
+                how_many: 1,
+                why: MoreReason::Replace
+            }
+        );
+        assert_eq!(q.assign(key(3).peer_id()).unwrap(), Decision::Pending);
+    }
+
+    #[test]
+    fn two_of_three_agree_and_the_liar_is_named() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut q = quorum(3, 2, 3, &keys);
+        assert_eq!(
+            q.attest(&att(&keys[0], job(), h("good"))).unwrap(),
+            Decision::Pending
+        );
+        assert_eq!(
+            q.attest(&att(&keys[1], job(), h("bad"))).unwrap(),
+            Decision::Pending
+        );
+        let d = q.attest(&att(&keys[2], job(), h("good"))).unwrap();
+        assert_eq!(
+            d,
+            Decision::Verified {
+                hash: h("good"),
+                agreeing: vec![keys[0].peer_id(), keys[2].peer_id()],
+                disagreeing: vec![(keys[1].peer_id(), h("bad"))],
+            }
+        );
+        let v = q.verdict(77).unwrap();
+        assert_eq!(v.outcome, VerdictOutcome::Verified);
+        assert_eq!(v.accepted, Some(h("good")));
+        assert_eq!(v.attestations.len(), 3);
+        assert!(v.missed.is_empty());
+        assert_eq!(v.decided_at_ms, 77);
+    }
+
+    #[test]
+    fn refusals_are_typed_and_change_nothing() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut q = quorum(3, 2, 3, &keys);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        let before = q.decision();
+
+        assert_eq!(
+            dbg(q.attest(&att(&keys[0], job(), h("a")))),
+            dbg(Err::<Decision, _>(QuorumError::Duplicate(
+                keys[0].peer_id()
+            )))
+        );
+        // A second, different answer from the same executor is also refused:
+        // it must not become a vote for another hash.
+        assert_eq!(
+            dbg(q.attest(&att(&keys[0], job(), h("b")))),
+            dbg(Err::<Decision, _>(QuorumError::Duplicate(
+                keys[0].peer_id()
+            )))
+        );
+        let outsider = key(9);
+        assert_eq!(
+            dbg(q.attest(&att(&outsider, job(), h("a")))),
+            dbg(Err::<Decision, _>(QuorumError::Unassigned(
+                outsider.peer_id()
+            )))
+        );
+        let other_job = ContentId::of(b"other");
+        assert_eq!(
+            dbg(q.attest(&att(&keys[1], other_job, h("a")))),
+            dbg(Err::<Decision, _>(QuorumError::WrongJob {
+                signer: keys[1].peer_id(),
+                found: other_job
+            }))
+        );
+        // Same bytes under another domain: the signature does not verify.
+        let bid = keys[1].sign(&agora_protocol::Bid {
+            job: job(),
+            running_jobs: 0,
+            max_jobs: 1,
+            queue_len: 0,
+            load_permille: 0,
+        });
+        assert!(matches!(
+            q.attest(&bid.retag()),
+            Err(QuorumError::BadSignature(_))
+        ));
+        assert_eq!(q.decision(), before);
+        assert_eq!(q.attestations().count(), 1);
+    }
+
+    #[test]
+    fn decided_stays_decided() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut q = quorum(3, 2, 3, &keys);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        let d = q.attest(&att(&keys[1], job(), h("a"))).unwrap();
+        assert!(d.is_final());
+        assert_eq!(
+            dbg(q.attest(&att(&keys[2], job(), h("b")))),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[2].peer_id())))
+        );
+        assert_eq!(
+            dbg(q.missed(keys[2].peer_id())),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[2].peer_id())))
+        );
+        assert_eq!(
+            dbg(q.cancel()),
+            dbg(Err::<Decision, _>(QuorumError::Decided))
+        );
+        assert_eq!(
+            dbg(q.job_deadline_passed()),
+            dbg(Err::<Decision, _>(QuorumError::Decided))
+        );
+        assert_eq!(
+            dbg(q.assign(key(4).peer_id())),
+            dbg(Err::<Decision, _>(QuorumError::Decided))
+        );
+        assert_eq!(q.decision(), d);
+    }
+
+    #[test]
+    fn misses_are_replaced_then_time_out_at_the_cap() {
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut q = quorum(3, 2, 4, &keys[..3]);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        assert_eq!(
+            q.missed(keys[1].peer_id()).unwrap(),
+            Decision::NeedMore {
+                how_many: 1,
+                why: MoreReason::Replace
+            }
+        );
+        assert_eq!(
+            dbg(q.missed(keys[1].peer_id())),
+            dbg(Err::<Decision, _>(QuorumError::AlreadyEnded {
+                executor: keys[1].peer_id(),
+                how: Ended::Missed
+            }))
+        );
+        // A missed executor's late answer is not counted.
+        assert_eq!(
+            dbg(q.attest(&att(&keys[1], job(), h("a")))),
+            dbg(Err::<Decision, _>(QuorumError::AlreadyEnded {
+                executor: keys[1].peer_id(),
+                how: Ended::Missed
+            }))
+        );
+        assert_eq!(q.assign(keys[3].peer_id()).unwrap(), Decision::Pending);
+        assert_eq!(
+            dbg(q.assign(keys[4].peer_id())),
+            dbg(Err::<Decision, _>(QuorumError::CapReached { cap: 4 }))
+        );
+        // One running executor can still bring "a" to k.
+        assert_eq!(q.crashed(keys[2].peer_id()).unwrap(), Decision::Pending);
+        assert_eq!(
+            q.missed(keys[3].peer_id()).unwrap(),
+            Decision::Failed(Failure::Timeout)
+        );
+        let v = q.verdict(5).unwrap();
+        assert_eq!(v.outcome, VerdictOutcome::Timeout);
+        assert_eq!(
+            v.missed,
+            vec![keys[1].peer_id(), keys[2].peer_id(), keys[3].peer_id()]
+        );
+        assert_eq!(v.attestations.len(), 1);
+    }
+
+    #[test]
+    fn disagreement_escalates_then_fails_with_counts() {
+        let keys: Vec<NodeKey> = (1..=6).map(key).collect();
+        let mut q = quorum(3, 2, 5, &keys[..3]);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        q.attest(&att(&keys[1], job(), h("b"))).unwrap();
+        assert_eq!(
+            q.attest(&att(&keys[2], job(), h("c"))).unwrap(),
+            Decision::NeedMore {
+                how_many: 1,
+                why: MoreReason::Escalate
+            }
+        );
+        assert_eq!(q.assign(keys[3].peer_id()).unwrap(), Decision::Pending);
+        assert_eq!(
+            q.attest(&att(&keys[3], job(), h("d"))).unwrap(),
+            Decision::NeedMore {
+                how_many: 1,
+                why: MoreReason::Escalate
+            }
+        );
+        q.assign(keys[4].peer_id()).unwrap();
+        let d = q.attest(&att(&keys[4], job(), h("e"))).unwrap();
+        let Decision::Failed(Failure::NoConsensus { hashes }) = d else {
+            panic!("expected NoConsensus, got {d:?}");
+        };
+        assert_eq!(hashes.len(), 5);
+        assert!(hashes.iter().all(|&(_, c)| c == 1));
+        assert_eq!(q.verdict(1).unwrap().outcome, VerdictOutcome::NoConsensus);
+    }
+
+    #[test]
+    fn escalation_can_verify() {
+        let keys: Vec<NodeKey> = (1..=4).map(key).collect();
+        let mut q = quorum(3, 2, 4, &keys[..3]);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        q.attest(&att(&keys[1], job(), h("b"))).unwrap();
+        q.crashed(keys[2].peer_id()).unwrap();
+        q.assign(keys[3].peer_id()).unwrap();
+        let d = q.attest(&att(&keys[3], job(), h("b"))).unwrap();
+        assert!(matches!(d, Decision::Verified { hash, .. } if hash == h("b")));
+        assert_eq!(q.verdict(1).unwrap().missed, vec![keys[2].peer_id()]);
+    }
+
+    #[test]
+    fn fails_as_soon_as_k_is_out_of_reach() {
+        // 5-of-7 with cap 7: after "a a b b b c" the best hash has 3 votes
+        // and one executor is left, so 5 is out of reach before it answers.
+        let keys: Vec<NodeKey> = (1..=7).map(key).collect();
+        let mut q = quorum(7, 5, 7, &keys);
+        for (i, x) in ["a", "a", "b", "b", "b"].iter().enumerate() {
+            let d = q.attest(&att(&keys[i], job(), h(x))).unwrap();
+            assert_eq!(d, Decision::Pending, "after {i}");
+        }
+        let d = q.attest(&att(&keys[5], job(), h("c"))).unwrap();
+        assert_eq!(
+            d,
+            Decision::Failed(Failure::NoConsensus {
+                hashes: vec![(h("b"), 3), (h("a"), 2), (h("c"), 1)]
+            })
+        );
+        assert_eq!(
+            dbg(q.attest(&att(&keys[6], job(), h("b")))),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[6].peer_id())))
+        );
+    }
+
+    #[test]
+    fn cancel_and_job_deadline() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut q = quorum(3, 2, 3, &keys);
+        assert_eq!(q.cancel().unwrap(), Decision::Cancelled);
+        assert_eq!(q.verdict(1), None);
+        assert_eq!(
+            dbg(q.attest(&att(&keys[0], job(), h("a")))),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[0].peer_id())))
+        );
+
+        let mut q = quorum(3, 2, 3, &keys);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        assert_eq!(
+            q.job_deadline_passed().unwrap(),
+            Decision::Failed(Failure::Timeout)
+        );
+        let v = q.verdict(9).unwrap();
+        assert_eq!(v.missed, vec![keys[1].peer_id(), keys[2].peer_id()]);
+        assert!(q.running().is_empty());
+    }
+
+    #[test]
+    fn undecided_has_no_verdict() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let q = quorum(3, 2, 3, &keys);
+        assert_eq!(q.verdict(1), None);
+        assert_eq!(q.running().len(), 3);
+    }
+
+    #[test]
+    fn one_of_one() {
+        let k1 = key(1);
+        let mut q = quorum(1, 1, 1, std::slice::from_ref(&k1));
+        let d = q.attest(&att(&k1, job(), h("x"))).unwrap();
+        assert!(matches!(d, Decision::Verified { .. }));
+    }
+}
