@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod exec;
+mod node;
 mod units;
 
 /// agora runs your program on independent machines of a peer-to-peer
@@ -24,9 +25,10 @@ struct Cli {
     /// The node's data directory (keys, store, module cache).
     #[arg(long, global = true, env = "AGORA_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    /// Log format on stderr (default text; `agora daemon` also reads it
+    /// from config.toml).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +48,17 @@ enum Command {
     /// errors (missing file, image absent, a limit exceeded) exit with 125.
     #[command(subcommand)]
     Exec(exec::ExecCommand),
+    /// Run a node: join the network, advertise this machine's sandboxes
+    /// and serve the control API, until SIGINT or SIGTERM.
+    ///
+    /// Settings come from DATA_DIR/config.toml, overridden by these flags.
+    Daemon(node::DaemonArgs),
+    /// Show the running daemon's identity, addresses and executors.
+    Id(node::QueryArgs),
+    /// List the peers the running daemon is connected to.
+    Peers(node::QueryArgs),
+    /// List the nodes the running daemon has heard from, online first.
+    Nodes(node::QueryArgs),
 }
 
 /// Exit code for agora's own failures, as `docker run` uses it.
@@ -59,9 +72,9 @@ fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".agora"))
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -71,10 +84,40 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Sets up logging for a client command and resolves the data directory.
+fn client_setup(dir: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<PathBuf> {
+    init_tracing(log_format.unwrap_or(LogFormat::Text), "warn");
+    data_dir(dir)
+}
+
+async fn daemon(
+    args: node::DaemonArgs,
+    dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+) -> Result<i32> {
+    let format = log_format.map(|f| match f {
+        LogFormat::Text => agora_node::config::LogFormat::Text,
+        LogFormat::Json => agora_node::config::LogFormat::Json,
+    });
+    let config = node::daemon_config(&args, dir, format)?;
+    // The format may come from config.toml, so logging starts only once
+    // the config is read; operators want the start-up lines, hence info.
+    let format = match config.log_format {
+        agora_node::config::LogFormat::Text => LogFormat::Text,
+        agora_node::config::LogFormat::Json => LogFormat::Json,
+    };
+    init_tracing(format, "info");
+    node::run_daemon(config).await
+}
+
 async fn run(cli: Cli) -> Result<i32> {
-    let data_dir = data_dir(cli.data_dir)?;
+    let (dir, log) = (cli.data_dir, cli.log_format);
     match cli.command {
-        Command::Exec(cmd) => exec::run(cmd, &data_dir).await,
+        Command::Exec(cmd) => exec::run(cmd, &client_setup(dir, log)?).await,
+        Command::Daemon(args) => daemon(args, dir, log).await,
+        Command::Id(args) => node::id(args, &client_setup(dir, log)?).await,
+        Command::Peers(args) => node::peers(args, &client_setup(dir, log)?).await,
+        Command::Nodes(args) => node::nodes(args, &client_setup(dir, log)?).await,
     }
 }
 
@@ -87,7 +130,6 @@ fn process_exit_code(code: i32) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

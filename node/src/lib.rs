@@ -6,5 +6,9 @@
 //! control API. The `agora` and `agora-bootstrap` binaries are thin glue
 //! over this crate.
 
+pub mod api;
+pub mod config;
+pub mod daemon;
 pub mod executor;
+pub mod identity;
 pub mod network;

@@ -48,7 +48,11 @@ async fn a_restarted_node_keeps_its_peer_id_and_rejoins_the_books() {
     let book = new_book();
     let cfg = test_config(key.clone(), vec![boot_addr.clone()], &book);
     nodes[2] = start(cfg, book, every);
-    assert_eq!(nodes[2].peer_id(), key.peer_id(), "same key, same PeerId");
+    assert_eq!(
+        nodes[2].handle.peer_id(),
+        key.peer_id(),
+        "the swarm's PeerId is the NodeKey's"
+    );
     wait_until(
         DEADLINE,
         "the restarted node's new adverts in the others' books",

@@ -85,6 +85,10 @@ async fn ping_and_get_advert_over_tcp_and_quic() {
             .await
             .unwrap_or_else(|e| panic!("{name}: ping failed: {e}"));
         assert_eq!(r, Response::Pong { nonce: 42 }, "{name}");
+        assert!(
+            client.handle.metrics().rpc_answered() >= 1,
+            "{name}: latency observed"
+        );
 
         // The advert loop answers with its latest advert; wait for one made
         // after the listeners came up.

@@ -14,7 +14,11 @@
 //! per-run host directories bind-mounted at `/in` (read-only) and `/out`,
 //! so the Docker daemon must share this machine's filesystem (a local
 //! socket, or a daemon-in-container setup that mounts
-//! [`DockerConfig::work_dir`] at the same path).
+//! [`DockerConfig::work_dir`] at the same path). `/out` is on disk, so its
+//! size is watched while the job runs ([`DockerConfig::out_dir_bytes`]);
+//! `VOLUME`s the image declares get a bounded tmpfs instead of an
+//! unbounded anonymous volume. Declared outputs are read only after the
+//! container is gone, never through a symlink.
 //!
 //! **Invariant:** nothing is ever pulled; a container is removed on every
 //! path, including errors and a dropped future (a guard spawns the
@@ -72,6 +76,7 @@ pub struct DockerConfig {
     /// deadline). Docker's client takes whole seconds; at least 1 s.
     pub api_timeout: Duration,
     /// Most processes/threads a container may have; stops fork bombs.
+    /// Values below 1 are raised to 1 (Docker would read them as no limit).
     pub pids_limit: i64,
     /// Size of the `/tmp` tmpfs and of `/dev/shm`, in bytes. tmpfs pages
     /// count against the job's memory limit too.
@@ -660,7 +665,8 @@ fn container_body(spec: &JobSpec, p: &RunParams<'_>) -> ContainerCreateBody {
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
-        pids_limit: Some(p.pids_limit),
+        // Docker reads 0 or less as "unlimited"; never pass that on.
+        pids_limit: Some(p.pids_limit.max(1)),
         memory: Some(memory),
         // Equal to memory: no swap, so the limit is a real limit.
         memory_swap: Some(memory),

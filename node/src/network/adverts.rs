@@ -31,6 +31,12 @@ use super::{
 
 /// Default time between adverts.
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(30);
+/// Delay between a first connection and the advert it triggers: enough for
+/// gossipsub to exchange topic subscriptions with the new peer.
+const ANNOUNCE_DELAY: Duration = Duration::from_millis(500);
+
+/// Shortest advert interval honoured; shorter settings are raised to it.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// An older advert that is at most this old is taken for a late delivery
 /// (gossip's IHAVE/IWANT repair can hand one over after its successor),
 /// not a replay. Covers gossipsub's message-cache window (5 heartbeats of
@@ -260,6 +266,9 @@ struct AdvertLoop {
     seq: u64,
     /// The latest advert, for [`Request::GetAdvert`].
     latest: Option<Signed<CapabilityAdvert>>,
+    /// Whether an advert has reached at least one peer. Until then a new
+    /// connection triggers one soon, instead of a full interval later.
+    announced: bool,
 }
 
 impl AdvertLoop {
@@ -277,14 +286,21 @@ impl AdvertLoop {
             return;
         }
         let signed = self.key.sign(&advert);
-        if let Err(e) =
-            lock_book(&self.book).record(self.key.peer_id(), advert, signed.clone(), now)
         {
-            debug!(error = %e, "own advert not recorded");
+            let mut book = lock_book(&self.book);
+            if let Err(e) = book.record(self.key.peer_id(), advert, signed.clone(), now) {
+                debug!(error = %e, "own advert not recorded");
+            }
+            // Once per advert is often enough for a dashboard gauge.
+            let (known, online) = (book.len(), book.online(now).len());
+            self.handle.metrics().set_nodes(known, online);
         }
         self.latest = Some(signed.clone());
         match self.handle.publish(TOPIC_ADVERTS, signed.encode()).await {
-            Ok(id) => debug!(seq = self.seq, %id, "advert published"),
+            Ok(id) => {
+                self.announced = true;
+                debug!(seq = self.seq, %id, "advert published");
+            }
             // Normal before the first peer subscribes.
             Err(NetworkError::NoPeers { .. }) => debug!("advert not sent: no peers yet"),
             Err(e) => warn!(error = %e, "advert not published"),
@@ -319,7 +335,8 @@ pub async fn run_advert_loop(
     cancel: CancellationToken,
 ) {
     let mut events = handle.subscribe();
-    let mut tick = tokio::time::interval(cfg.interval);
+    // tokio's interval panics on zero; a zero from a config file must not.
+    let mut tick = tokio::time::interval(cfg.interval.max(MIN_INTERVAL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = AdvertLoop {
         handle,
@@ -328,12 +345,18 @@ pub async fn run_advert_loop(
         cfg,
         seq: 0,
         latest: None,
+        announced: false,
     };
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
             ev = events.recv() => match ev {
+                Ok(NetworkEvent::PeerConnected { .. }) if !state.announced => {
+                    // The first adverts went nowhere; send one as soon as
+                    // the new peer's topic subscriptions have arrived.
+                    tick.reset_after(ANNOUNCE_DELAY);
+                }
                 Ok(ev) => state.on_event(ev).await,
                 Err(RecvError::Lagged(n)) => debug!(skipped = n, "advert loop lagged behind network events"),
                 Err(RecvError::Closed) => break,

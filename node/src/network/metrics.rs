@@ -6,7 +6,9 @@
 //! to, since gossipsub delivers nothing else, so label cardinality is
 //! bounded by configuration, not by peers.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Direction label for gossip received from peers.
 pub const DIRECTION_IN: &str = "in";
@@ -30,6 +32,12 @@ pub struct NetworkMetrics {
     connected_peers: IntGauge,
     /// `agora_routing_table_peers`.
     routing_table_peers: IntGauge,
+    /// `agora_known_nodes`: nodes in the peer book.
+    known_nodes: IntGauge,
+    /// `agora_online_nodes`: nodes in the peer book that are online.
+    online_nodes: IntGauge,
+    /// `agora_rpc_request_duration_seconds`: our requests, send to answer.
+    rpc_latency: Histogram,
 }
 
 impl NetworkMetrics {
@@ -68,8 +76,25 @@ impl NetworkMetrics {
                 "agora_routing_table_peers",
                 "Peers in the Kademlia routing table",
             )?,
+            known_nodes: IntGauge::new("agora_known_nodes", "Nodes in the peer book")?,
+            online_nodes: IntGauge::new(
+                "agora_online_nodes",
+                "Nodes in the peer book that advertised within the offline window",
+            )?,
+            rpc_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "agora_rpc_request_duration_seconds",
+                    "Time from sending a request to a peer to its answer",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )?,
         };
         if let Some(r) = registry {
+            r.register(Box::new(m.known_nodes.clone()))?;
+            r.register(Box::new(m.online_nodes.clone()))?;
+            r.register(Box::new(m.rpc_latency.clone()))?;
             r.register(Box::new(m.messages.clone()))?;
             r.register(Box::new(m.rejected.clone()))?;
             r.register(Box::new(m.ignored.clone()))?;
@@ -112,6 +137,22 @@ impl NetworkMetrics {
     pub(crate) fn set_routing_table_peers(&self, n: usize) {
         self.routing_table_peers
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn set_nodes(&self, known: usize, online: usize) {
+        self.known_nodes
+            .set(i64::try_from(known).unwrap_or(i64::MAX));
+        self.online_nodes
+            .set(i64::try_from(online).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn rpc_latency(&self, d: Duration) {
+        self.rpc_latency.observe(d.as_secs_f64());
+    }
+
+    /// Requests answered so far (count of the latency histogram).
+    pub fn rpc_answered(&self) -> u64 {
+        self.rpc_latency.get_sample_count()
     }
 
     /// Gossip messages received on `topic` (before validation).
@@ -158,6 +199,8 @@ mod tests {
         m.gossip_out("agora/adverts/1");
         m.gossip_rejected("agora/adverts/1");
         m.set_connected_peers(3);
+        m.set_nodes(5, 4);
+        m.rpc_latency(Duration::from_millis(3));
         assert_eq!(m.received("agora/adverts/1"), 2);
         assert_eq!(m.published("agora/adverts/1"), 1);
         assert_eq!(m.rejected("agora/adverts/1"), 1);
@@ -172,6 +215,10 @@ mod tests {
             .contains(r#"agora_gossip_messages_total{direction="in",topic="agora/adverts/1"} 2"#));
         assert!(text.contains(r#"agora_gossip_rejected_total{topic="agora/adverts/1"} 1"#));
         assert!(text.contains("agora_connected_peers 3"));
+        assert!(text.contains("agora_known_nodes 5"));
+        assert!(text.contains("agora_online_nodes 4"));
+        assert!(text.contains("agora_rpc_request_duration_seconds_count 1"));
+        assert_eq!(m.rpc_answered(), 1);
 
         assert!(
             NetworkMetrics::new(Some(&registry)).is_err(),

@@ -251,6 +251,28 @@ pub struct NetworkConfig {
     pub registry: Option<prometheus::Registry>,
 }
 
+impl std::fmt::Debug for NetworkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The validator and registry have no useful Debug; the key prints
+        // only its PeerId.
+        f.debug_struct("NetworkConfig")
+            .field("key", &self.key)
+            .field("transport", &self.transport)
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("external_addrs", &self.external_addrs)
+            .field("listen_addrs_are_external", &self.listen_addrs_are_external)
+            .field("kad_mode", &self.kad_mode)
+            .field("relay_server", &self.relay_server)
+            .field("relay_use", &self.relay_use)
+            .field("topics", &self.topics)
+            .field("discovery_interval", &self.discovery_interval)
+            .field("min_peers", &self.min_peers)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NetworkConfig {
     /// Defaults for a real node: TCP and QUIC, no listen addresses yet,
     /// subscribed to the three agora topics, no validators (set
@@ -583,7 +605,8 @@ pub struct Network {
     /// Per-peer inbound request rate.
     request_limiter: RateLimiter<PeerId>,
     /// Our requests awaiting a response, by request id.
-    pending_requests: HashMap<OutboundRequestId, Reply<Result<Response, NetworkError>>>,
+    /// Each with the time it was sent, for the latency histogram.
+    pending_requests: HashMap<OutboundRequestId, (Instant, Reply<Result<Response, NetworkError>>)>,
     /// Peers' requests awaiting the node's answer, by request id.
     pending_inbound: HashMap<InboundRequestId, ResponseChannel<Response>>,
     /// Most entries in `pending_inbound`.
@@ -773,7 +796,9 @@ impl Network {
     pub async fn run(mut self, cancel: CancellationToken) {
         let peer = *self.swarm.local_peer_id();
         info!(%peer, "network task started");
-        let mut discovery = tokio::time::interval(self.discovery_interval);
+        // tokio's interval panics on zero; a zero from a config file must not.
+        let mut discovery =
+            tokio::time::interval(self.discovery_interval.max(Duration::from_millis(100)));
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut decay = tokio::time::interval(Duration::from_secs(1));
         decay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -794,7 +819,7 @@ impl Network {
             }
         }
         // Fail every waiting request now rather than at its timeout.
-        for (_, tx) in self.pending_requests.drain() {
+        for (_, (_, tx)) in self.pending_requests.drain() {
             let _ = tx.send(Err(NetworkError::Closed));
         }
         info!(%peer, "network task stopped");
@@ -853,7 +878,7 @@ impl Network {
             }
             Command::Request(peer, request, reply) => {
                 let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
-                self.pending_requests.insert(id, reply);
+                self.pending_requests.insert(id, (Instant::now(), reply));
             }
             Command::Respond(id, response, reply) => {
                 let r = match self.pending_inbound.remove(&id) {
@@ -1161,14 +1186,20 @@ impl Network {
         if !info.protocols.contains(&kad_proto) {
             return;
         }
-        // Identify reports what the peer listens on; a bounded number, since
-        // a hostile peer could list thousands.
-        for addr in info
-            .listen_addrs
-            .into_iter()
-            .take(agora_protocol::limits::MAX_ADDRS)
-        {
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        // Kademlia keeps every address it is given; a hostile peer could
+        // push a new list on every identify, so cap what it holds per peer.
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let known = kad
+            .kbucket(peer)
+            .and_then(|b| {
+                b.iter()
+                    .find(|e| *e.node.key.preimage() == peer)
+                    .map(|e| e.node.value.iter().count())
+            })
+            .unwrap_or(0);
+        let room = agora_protocol::limits::MAX_ADDRS.saturating_sub(known);
+        for addr in info.listen_addrs.into_iter().take(room) {
+            kad.add_address(&peer, addr);
         }
     }
 
@@ -1246,7 +1277,8 @@ impl Network {
                     },
                 ..
             } => {
-                if let Some(tx) = self.pending_requests.remove(&request_id) {
+                if let Some((sent, tx)) = self.pending_requests.remove(&request_id) {
+                    self.metrics.rpc_latency(sent.elapsed());
                     let _ = tx.send(Ok(response));
                 }
             }
@@ -1257,7 +1289,7 @@ impl Network {
                 ..
             } => {
                 debug!(%peer, %error, "request failed");
-                if let Some(tx) = self.pending_requests.remove(&request_id) {
+                if let Some((_, tx)) = self.pending_requests.remove(&request_id) {
                     let _ = tx.send(Err(NetworkError::Request {
                         peer,
                         reason: error.to_string(),

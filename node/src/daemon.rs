@@ -1,0 +1,606 @@
+//! The daemon: wires identity, store, executors, network, adverts and the
+//! control API together, and takes them down in order.
+//!
+//! [`start`] brings a node up and returns a [`Daemon`] (tests use it to
+//! start nodes on `127.0.0.1:0` ports and read the bound API address);
+//! [`run`] is the binary's entry point: start, wait for the shutdown
+//! future (SIGINT/SIGTERM), stop. Every long-lived task takes the one
+//! [`CancellationToken`] and lives in one [`JoinSet`], so shutdown leaves
+//! nothing running; the store is flushed last.
+//!
+//! Files in the data directory: `identity.key` (the node's key),
+//! `api.token` (the API bearer token), `api.addr` (the API address of the
+//! running daemon, removed on clean shutdown), `store/` (sled),
+//! `wasm-cache/` (compiled modules), `docker-work/` (per-run job dirs).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_protocol::limits::MAX_IMAGES;
+use agora_protocol::{CapabilityAdvert, NodeKey, PeerId, TOPIC_ADVERTS};
+use libp2p::Multiaddr;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::api::client::ADDR_FILE;
+use crate::api::token::{load_or_create_token, TokenError, TOKEN_FILE};
+use crate::api::types::ExecutorInfo;
+use crate::api::{self, ApiError, ApiState, PeerAddrs, MAX_PEER_ADDRS};
+use crate::config::{available_cores, DaemonConfig};
+use crate::executor::docker::{DockerConfig, DockerExecutor};
+use crate::executor::wasm::{WasmConfig, WasmExecutor};
+use crate::executor::ExecError;
+use crate::identity::{self, IdentityError, IDENTITY_FILE};
+use crate::network::adverts::{run_advert_loop, AdvertConfig, AdvertValidator, SharedPeerBook};
+use crate::network::peerbook::PeerBook;
+use crate::network::{
+    Network, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, TopicValidators,
+};
+
+/// Name of the sled store directory inside the data directory.
+pub const STORE_DIR: &str = "store";
+/// How long Docker gets to answer at start before the node goes on
+/// without it.
+const DOCKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the advertised Docker image list is refreshed.
+const DOCKER_REFRESH: Duration = Duration::from_secs(60);
+/// How long shutdown waits for tasks before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data directory or one of its files could not be written.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node key is unusable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The API token is unusable.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The store could not be opened or flushed.
+    #[error("store {}: {reason}", path.display())]
+    Store {
+        /// The store directory.
+        path: PathBuf,
+        /// sled's error, with a hint.
+        reason: String,
+    },
+    /// The Wasm executor could not be built.
+    #[error("starting the wasm executor: {0}")]
+    Wasm(#[from] ExecError),
+    /// The network could not start.
+    #[error("starting the network: {0}")]
+    Network(#[from] NetworkError),
+    /// The control API could not start.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The API address could not be bound.
+    #[error("cannot listen for the control API on {addr}: {source}")]
+    ApiBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking helper task died.
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running daemon. Stop it with [`Daemon::shutdown`]; dropping it
+/// cancels its tasks but skips the store flush.
+pub struct Daemon {
+    /// The node's identity.
+    peer_id: PeerId,
+    /// Where the control API actually listens.
+    api_addr: SocketAddr,
+    /// The API bearer token.
+    token: String,
+    /// The data directory, to remove `api.addr` on shutdown.
+    data_dir: PathBuf,
+    /// To ask the network about addresses.
+    network: NetworkHandle,
+    /// Nodes heard from.
+    book: SharedPeerBook,
+    /// Stops every task.
+    cancel: CancellationToken,
+    /// Every task of the daemon.
+    tasks: JoinSet<()>,
+    /// The store, flushed on shutdown.
+    db: sled::Db,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("peer_id", &self.peer_id)
+            .field("api_addr", &self.api_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Daemon {
+    /// The node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The bound control API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The API bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The network handle.
+    pub fn network(&self) -> &NetworkHandle {
+        &self.network
+    }
+
+    /// The peer book.
+    pub fn peer_book(&self) -> &SharedPeerBook {
+        &self.book
+    }
+
+    /// Fires when the daemon stops, on request or because a vital task
+    /// ended.
+    pub fn stopped(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The p2p listen addresses, waiting up to `wait` for the first to
+    /// become active (empty if none did).
+    pub async fn listen_addrs(&self, wait: Duration) -> Vec<Multiaddr> {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            match self.network.listen_addrs().await {
+                Ok(a) if !a.is_empty() => return a,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "listen addresses unavailable");
+                    return Vec::new();
+                }
+            }
+            if tokio::time::Instant::now() >= end {
+                return Vec::new();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every task (aborting any that outlive [`SHUTDOWN_GRACE`]),
+    /// flushes the store and removes `api.addr`.
+    pub async fn shutdown(mut self) -> Result<(), DaemonError> {
+        info!("shutting down");
+        self.cancel.cancel();
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(r) = tasks.join_next().await {
+                if let Err(e) = r {
+                    if e.is_panic() {
+                        warn!(error = %e, "a daemon task panicked");
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("tasks still running after {SHUTDOWN_GRACE:?}; aborting them");
+            tasks.shutdown().await;
+        }
+        let addr_file = self.data_dir.join(ADDR_FILE);
+        if std::fs::read_to_string(&addr_file).is_ok_and(|s| s.trim() == self.api_addr.to_string())
+        {
+            if let Err(e) = std::fs::remove_file(&addr_file) {
+                warn!(path = %addr_file.display(), error = %e, "cannot remove the API address file");
+            }
+        }
+        let db = self.db.clone();
+        let path = self.data_dir.join(STORE_DIR);
+        tokio::task::spawn_blocking(move || db.flush())
+            .await?
+            .map_err(|e| DaemonError::Store {
+                path,
+                reason: format!("flushing: {e}"),
+            })?;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Starts a daemon, waits for `shutdown` (or for a vital task to fail),
+/// then stops it cleanly.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let daemon = start(config).await?;
+    let stopped = daemon.stopped();
+    tokio::select! {
+        () = shutdown => info!("shutdown requested"),
+        () = stopped.cancelled() => warn!("a vital task stopped; shutting down"),
+    }
+    daemon.shutdown().await
+}
+
+fn io_err(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.to_owned();
+    move |source| DaemonError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// Total memory of this machine in bytes, from `/proc/meminfo` (0 if
+/// unknown).
+fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib.saturating_mul(1024))
+}
+
+/// Writes `contents` to `path` through a temp file and a rename, so a
+/// reader never sees half of it.
+fn write_atomic(path: &Path, contents: &str) -> Result<(), DaemonError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err("creating a temp file in", dir))?;
+    tmp.write_all(contents.as_bytes())
+        .map_err(io_err("writing", path))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .map_err(io_err("writing", path))?;
+    Ok(())
+}
+
+async fn open_store(path: PathBuf) -> Result<sled::Db, DaemonError> {
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || sled::Config::new().path(&p).open())
+        .await?
+        .map_err(|e| DaemonError::Store {
+            path,
+            reason: format!("{e} (is another agora daemon using this data directory?)"),
+        })
+}
+
+/// Connects to Docker if it answers in time, removes containers a previous
+/// run of this node left behind, and reads the local images.
+async fn start_docker(data_dir: &Path, peer: PeerId) -> Option<(DockerExecutor, Vec<String>)> {
+    let work_dir = data_dir.join("docker-work");
+    if let Err(e) = std::fs::create_dir_all(&work_dir) {
+        warn!(path = %work_dir.display(), error = %e, "docker disabled: cannot create its work dir");
+        return None;
+    }
+    let cfg = DockerConfig {
+        node_label: Some(peer.to_string()),
+        work_dir,
+        ..DockerConfig::default()
+    };
+    let docker =
+        match tokio::time::timeout(DOCKER_CONNECT_TIMEOUT, DockerExecutor::connect(cfg)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                warn!(error = %e, "docker executor disabled; running Wasm jobs only");
+                return None;
+            }
+            Err(_) => {
+                warn!(
+                "docker did not answer within {DOCKER_CONNECT_TIMEOUT:?}; running Wasm jobs only"
+            );
+                return None;
+            }
+        };
+    match docker.reap().await {
+        Ok(0) => {}
+        Ok(n) => info!(removed = n, "removed containers left by a previous run"),
+        Err(e) => warn!(error = %e, "cannot reap old containers"),
+    }
+    let images = match docker.list_local_images().await {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "cannot list docker images");
+            Vec::new()
+        }
+    };
+    info!(images = images.len(), "docker executor ready");
+    Some((docker, images))
+}
+
+/// Keeps the remote address of every connected peer, for `/api/v1/peers`.
+async fn track_peer_addrs(
+    mut events: tokio::sync::broadcast::Receiver<NetworkEvent>,
+    addrs: PeerAddrs,
+    cancel: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            ev = events.recv() => ev,
+        };
+        let mut map = addrs.lock().unwrap_or_else(|p| p.into_inner());
+        match ev {
+            Ok(NetworkEvent::PeerConnected { peer, addr }) => {
+                if map.len() < MAX_PEER_ADDRS || map.contains_key(&peer) {
+                    map.insert(peer, addr);
+                }
+            }
+            Ok(NetworkEvent::PeerDisconnected(peer)) => {
+                map.remove(&peer);
+            }
+            Ok(
+                NetworkEvent::ListeningOn(_)
+                | NetworkEvent::Gossip(_)
+                | NetworkEvent::InboundRequest { .. },
+            ) => {}
+            // Missed events may include disconnects; the API only shows
+            // addresses of peers the network lists as connected, so a
+            // stale entry is never shown, and it goes at the next
+            // disconnect of that peer.
+            Err(RecvError::Lagged(n)) => debug!(skipped = n, "peer tracker lagged"),
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Brings a node up: identity, token, store, executors, network, adverts,
+/// control API. Writes the API's bound address to `DATA_DIR/api.addr`.
+pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(io_err("creating data directory", &data_dir))?;
+    let key: NodeKey = identity::load_or_create(&data_dir.join(IDENTITY_FILE))?;
+    let peer_id = key.peer_id();
+    let token = load_or_create_token(&data_dir.join(TOKEN_FILE))?;
+    let db = open_store(data_dir.join(STORE_DIR)).await?;
+
+    let wasm = WasmExecutor::new(WasmConfig {
+        cache_dir: Some(data_dir.join("wasm-cache")),
+        ..WasmConfig::default()
+    })?;
+    let wasm_version = WasmExecutor::engine_version();
+    let docker = if config.docker {
+        start_docker(&data_dir, peer_id).await
+    } else {
+        info!("docker executor disabled by configuration");
+        None
+    };
+    let docker_images: Arc<Mutex<Option<Vec<String>>>> = Arc::new(Mutex::new(
+        docker.as_ref().map(|(_, images)| images.clone()),
+    ));
+
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let registry = prometheus::Registry::new();
+    let book: SharedPeerBook = Arc::new(Mutex::new(PeerBook::default()));
+    let agent_version = format!("agora/{}", env!("CARGO_PKG_VERSION"));
+
+    let mut net_cfg = NetworkConfig::new(key.clone());
+    net_cfg.listen = config.listen.clone();
+    net_cfg.bootstrap = config.bootstrap.clone();
+    net_cfg.external_addrs = config.external.clone();
+    // An operator who names a specific address (not 0.0.0.0 or ::) says
+    // peers can reach it there: serve the DHT at once instead of waiting
+    // for AutoNAT, which never confirms private or loopback addresses.
+    net_cfg.listen_addrs_are_external =
+        !config.listen.is_empty() && config.listen.iter().all(names_specific_ip);
+    net_cfg.agent_version = agent_version.clone();
+    net_cfg.registry = Some(registry.clone());
+    net_cfg.validator = Arc::new(
+        TopicValidators::new().with(TOPIC_ADVERTS, Arc::new(AdvertValidator::new(book.clone()))),
+    );
+    let (network, handle) = Network::new(net_cfg)?;
+    // Subscribed before the task runs, so the first connections are seen.
+    let events = handle.subscribe();
+    {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            network.run(cancel.clone()).await;
+            cancel.cancel();
+        });
+    }
+    let peer_addrs: PeerAddrs = Arc::default();
+    tasks.spawn(track_peer_addrs(events, peer_addrs.clone(), cancel.clone()));
+
+    let cores = available_cores();
+    let memory = total_memory_bytes();
+    let source = {
+        let images = docker_images.clone();
+        let wasm_version = wasm_version.clone();
+        let agent_version = agent_version.clone();
+        let labels: BTreeMap<String, String> = config.labels.clone();
+        let max_jobs = config.max_jobs;
+        Arc::new(move || CapabilityAdvert {
+            seq: 0,
+            timestamp_ms: 0,
+            agent_version: agent_version.clone(),
+            wasm: Some(wasm_version.clone()),
+            docker_images: images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|i| i.iter().take(MAX_IMAGES).cloned().collect()),
+            cpu_cores: cores,
+            memory_bytes: memory,
+            max_jobs,
+            // No job runs yet: the job lifecycle is not wired in.
+            running_jobs: 0,
+            labels: labels.clone(),
+            listen_addrs: Vec::new(),
+        })
+    };
+    tasks.spawn(run_advert_loop(
+        handle.clone(),
+        key,
+        book.clone(),
+        AdvertConfig {
+            interval: config.advert_interval,
+            source,
+        },
+        cancel.clone(),
+    ));
+
+    if let Some((docker, _)) = &docker {
+        let docker = docker.clone();
+        let images = docker_images.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(DOCKER_REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    _ = tick.tick() => match docker.list_local_images().await {
+                        Ok(list) => *images.lock().unwrap_or_else(|p| p.into_inner()) = Some(list),
+                        Err(e) => debug!(error = %e, "cannot refresh docker images"),
+                    },
+                }
+            }
+        });
+    }
+
+    let executors: api::ExecutorsSource = {
+        let images = docker_images.clone();
+        let wasm_version = wasm_version.clone();
+        Arc::new(move || {
+            let mut v = vec![ExecutorInfo {
+                kind: "wasm".into(),
+                version: Some(wasm_version.clone()),
+                images: None,
+            }];
+            if let Some(list) = images.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                v.push(ExecutorInfo {
+                    kind: "docker".into(),
+                    version: None,
+                    images: Some(list.clone()),
+                });
+            }
+            v
+        })
+    };
+    let router = api::router(ApiState {
+        network: handle.clone(),
+        book: book.clone(),
+        peer_addrs,
+        registry,
+        executors,
+        agent_version,
+        token: token.clone(),
+    })?;
+    let listener = TcpListener::bind(config.api)
+        .await
+        .map_err(|source| DaemonError::ApiBind {
+            addr: config.api,
+            source,
+        })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::ApiBind {
+            addr: config.api,
+            source,
+        })?;
+    if !api_addr.ip().is_loopback() {
+        warn!(%api_addr, "the control API is reachable from other machines; only the token protects it");
+    }
+    {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = api::serve(listener, router, cancel.clone()).await {
+                warn!(error = %e, "control API stopped");
+            }
+            cancel.cancel();
+        });
+    }
+    write_atomic(&data_dir.join(ADDR_FILE), &format!("{api_addr}\n"))?;
+    // The executors are kept alive for the job lifecycle; the Wasm one
+    // owns its epoch ticker thread.
+    tasks.spawn({
+        let cancel = cancel.clone();
+        async move {
+            let _keep = (wasm, docker);
+            cancel.cancelled().await;
+        }
+    });
+    info!(peer = %peer_id, %api_addr, data_dir = %data_dir.display(), "agora daemon started");
+    Ok(Daemon {
+        peer_id,
+        api_addr,
+        token,
+        data_dir,
+        network: handle,
+        book,
+        cancel,
+        tasks,
+        db,
+    })
+}
+
+/// Whether `addr` starts with a concrete IP address rather than a wildcard.
+fn names_specific_ip(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => !ip.is_unspecified(),
+        Some(Protocol::Ip6(ip)) => !ip.is_unspecified(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn only_concrete_ips_count_as_reachable() {
+        let yes: Multiaddr = "/ip4/127.0.0.1/tcp/7400".parse().unwrap();
+        let any4: Multiaddr = "/ip4/0.0.0.0/tcp/7400".parse().unwrap();
+        let any6: Multiaddr = "/ip6/::/udp/7400/quic-v1".parse().unwrap();
+        let dns: Multiaddr = "/dns4/example.invalid/tcp/7400".parse().unwrap();
+        assert!(names_specific_ip(&yes));
+        assert!(!names_specific_ip(&any4));
+        assert!(!names_specific_ip(&any6));
+        assert!(!names_specific_ip(&dns));
+    }
+}

@@ -1,0 +1,46 @@
+# Starting a local agora network of real processes on loopback (sourced).
+# Callers set: bin (dir with agora and agora-bootstrap), work (scratch dir),
+# and an array `pids` that their EXIT trap kills.
+
+# start_bootstrap PORT: starts agora-bootstrap on 127.0.0.1:PORT and sets
+# $boot to its dialable multiaddr.
+start_bootstrap() {
+  local port=$1
+  "$bin/agora-bootstrap" --key-file "$work/boot.key" --listen "/ip4/127.0.0.1/tcp/$port" \
+    >"$work/boot.out" 2>"$work/boot.err" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "/p2p/" "$work/boot.out" && break; sleep 0.1; done
+  boot=$(grep -o "/ip4/127.0.0.1/tcp/$port/p2p/[A-Za-z0-9]*" "$work/boot.out" | head -1)
+  [ -n "$boot" ] || { echo "bootstrap did not start:" >&2; cat "$work/boot.err" >&2; return 1; }
+}
+
+# start_daemon I P2P_PORT API_PORT: starts node I with data dir $work/nI,
+# given only $boot; waits for its API to come up. Sets $last_pid.
+start_daemon() {
+  local i=$1 p2p=$2 api=$3
+  "$bin/agora" --data-dir "$work/n$i" daemon --listen "/ip4/127.0.0.1/tcp/$p2p" \
+    --api "127.0.0.1:$api" --bootstrap "$boot" >"$work/n$i.out" 2>"$work/n$i.err" &
+  last_pid=$!
+  pids+=($!)
+  for _ in $(seq 300); do [ -f "$work/n$i/api.addr" ] && return 0; sleep 0.1; done
+  echo "node $i did not start:" >&2; cat "$work/n$i.err" >&2; return 1
+}
+
+# online_count I: how many other nodes node I lists as online.
+online_count() {
+  "$bin/agora" --data-dir "$work/n$1" nodes --json 2>/dev/null | python3 -c \
+    'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["state"] == "online" and not n["is_self"]))' \
+    2>/dev/null || echo 0
+}
+
+# wait_online I N SECONDS: waits until node I lists N others online.
+wait_online() {
+  local i=$1 n=$2 secs=$3 got=0
+  for _ in $(seq $((secs * 2))); do
+    got=$(online_count "$i")
+    [ "$got" -ge "$n" ] && return 0
+    sleep 0.5
+  done
+  echo "node $i sees $got of $n other nodes online after ${secs}s" >&2
+  return 1
+}
