@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use agora_node::config::LogFormat;
 use agora_node::identity;
 use agora_node::network::adverts::AdvertValidator;
 use agora_node::network::peerbook::PeerBook;
@@ -47,26 +48,8 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
     /// Log format on stderr (filter with AGORA_LOG, default info).
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_name = "text|json", default_value = "text")]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -167,7 +150,7 @@ fn println_flush(line: &str) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    agora_node::logging::init(args.log_format, "info");
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

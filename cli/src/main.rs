@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agora_node::config::LogFormat;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
@@ -27,16 +28,10 @@ struct Cli {
     data_dir: Option<PathBuf>,
     /// Log format on stderr (default text; `agora daemon` also reads it
     /// from config.toml).
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, global = true, value_name = "text|json")]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,21 +67,9 @@ fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".agora"))
 }
 
-fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Sets up logging for a client command and resolves the data directory.
 fn client_setup(dir: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<PathBuf> {
-    init_tracing(log_format.unwrap_or(LogFormat::Text), "warn");
+    agora_node::logging::init(log_format.unwrap_or_default(), "warn");
     data_dir(dir)
 }
 
@@ -95,18 +78,10 @@ async fn daemon(
     dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
 ) -> Result<i32> {
-    let format = log_format.map(|f| match f {
-        LogFormat::Text => agora_node::config::LogFormat::Text,
-        LogFormat::Json => agora_node::config::LogFormat::Json,
-    });
-    let config = node::daemon_config(&args, dir, format)?;
+    let config = node::daemon_config(&args, dir, log_format)?;
     // The format may come from config.toml, so logging starts only once
     // the config is read; operators want the start-up lines, hence info.
-    let format = match config.log_format {
-        agora_node::config::LogFormat::Text => LogFormat::Text,
-        agora_node::config::LogFormat::Json => LogFormat::Json,
-    };
-    init_tracing(format, "info");
+    agora_node::logging::init(config.log_format, "info");
     node::run_daemon(config).await
 }
 

@@ -37,6 +37,17 @@ pub enum LogFormat {
     Json,
 }
 
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format '{other}' (use text or json)")),
+        }
+    }
+}
+
 /// Everything a daemon needs to start. Build with [`DaemonConfig::load`]
 /// (binaries) or [`DaemonConfig::new`] and field changes (tests).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,4 +11,5 @@ pub mod config;
 pub mod daemon;
 pub mod executor;
 pub mod identity;
+pub mod logging;
 pub mod network;
