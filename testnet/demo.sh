@@ -17,14 +17,8 @@ cargo build -q -p agora-cli -p agora-bootstrap
 bin=target/debug
 agora=$bin/agora
 work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 . testnet/lib/net.sh
+trap net_cleanup EXIT
 
 base=${BASE_PORT:-27400}
 echo

@@ -1,6 +1,15 @@
 # Starting a local agora network of real processes on loopback (sourced).
-# Callers set: bin (dir with agora and agora-bootstrap), work (scratch dir),
-# and an array `pids` that their EXIT trap kills.
+# Callers set: bin (dir with agora and agora-bootstrap) and work (scratch
+# dir), and install `trap net_cleanup EXIT`.
+
+pids=()
+
+# net_cleanup: stops every process started here and removes $work.
+net_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 
 # start_bootstrap PORT: starts agora-bootstrap on 127.0.0.1:PORT and sets
 # $boot to its dialable multiaddr.
