@@ -75,7 +75,13 @@ pub struct DaemonConfig {
     /// Time between capability adverts (also heartbeats). Not a file key:
     /// tests shorten it.
     pub advert_interval: Duration,
+    /// Disk the blob store may keep for blobs no job references, in bytes
+    /// (file key `blob_budget_bytes`).
+    pub blob_budget_bytes: u64,
 }
+
+/// Default [`DaemonConfig::blob_budget_bytes`]: 10 GiB.
+pub const DEFAULT_BLOB_BUDGET: u64 = 10 * 1024 * 1024 * 1024;
 
 /// The keys `config.toml` may hold; all optional.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -97,6 +103,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// See [`DaemonConfig::docker`].
     pub docker: Option<bool>,
+    /// See [`DaemonConfig::blob_budget_bytes`].
+    pub blob_budget_bytes: Option<u64>,
 }
 
 /// Settings given on the command line (or by environment variables); each
@@ -228,6 +236,7 @@ impl DaemonConfig {
             log_format: LogFormat::Text,
             docker: true,
             advert_interval: DEFAULT_ADVERT_INTERVAL,
+            blob_budget_bytes: DEFAULT_BLOB_BUDGET,
         }
     }
 
@@ -312,6 +321,9 @@ impl DaemonConfig {
         }
         if let Some(d) = file.docker {
             c.docker = d;
+        }
+        if let Some(b) = file.blob_budget_bytes {
+            c.blob_budget_bytes = b;
         }
         Ok(c)
     }

@@ -22,7 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_protocol::limits::MAX_IMAGES;
-use agora_protocol::{CapabilityAdvert, NodeKey, PeerId, TOPIC_ADVERTS};
+use agora_protocol::{
+    CapabilityAdvert, NodeKey, PeerId, TOPIC_ADVERTS, TOPIC_JOBS, TOPIC_VERDICTS,
+};
+use agora_verifier::reputation::{ReputationBook, ReputationConfig};
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -34,19 +37,27 @@ use crate::api::client::ADDR_FILE;
 use crate::api::token::{load_or_create_token, TokenError, TOKEN_FILE};
 use crate::api::types::ExecutorInfo;
 use crate::api::{self, ApiError, ApiState, PeerAddrs, MAX_PEER_ADDRS};
+use crate::blobs::{BlobError, BlobStore};
 use crate::config::{available_cores, DaemonConfig};
 use crate::executor::docker::{DockerConfig, DockerExecutor};
 use crate::executor::wasm::{WasmConfig, WasmExecutor};
 use crate::executor::ExecError;
 use crate::identity::{self, IdentityError, IDENTITY_FILE};
+use crate::jobs::dispatch::OfferValidator;
+use crate::jobs::{Jobs, JobsConfig, JobsDeps, JobsError};
 use crate::network::adverts::{run_advert_loop, AdvertConfig, AdvertValidator, SharedPeerBook};
 use crate::network::peerbook::PeerBook;
 use crate::network::{
     Network, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, TopicValidators,
 };
+use crate::reputation::{self, ReputationStore, SharedReputation, VerdictValidator};
 
 /// Name of the sled store directory inside the data directory.
 pub const STORE_DIR: &str = "store";
+/// Name of the blob directory inside the data directory.
+pub const BLOBS_DIR: &str = "blobs";
+/// How often blobs no job references are collected.
+const BLOB_GC_INTERVAL: Duration = Duration::from_secs(300);
 /// How long Docker gets to answer at start before the node goes on
 /// without it.
 const DOCKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,6 +112,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The blob store could not be opened.
+    #[error("opening the blob store: {0}")]
+    Blobs(#[from] BlobError),
+    /// The job lifecycle could not be set up.
+    #[error("starting the job lifecycle: {0}")]
+    Jobs(#[from] JobsError),
     /// A blocking helper task died.
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -127,6 +144,8 @@ pub struct Daemon {
     tasks: JoinSet<()>,
     /// The store, flushed on shutdown.
     db: sled::Db,
+    /// The job lifecycle.
+    jobs: Jobs,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -163,6 +182,11 @@ impl Daemon {
     /// The network handle.
     pub fn network(&self) -> &NetworkHandle {
         &self.network
+    }
+
+    /// The job lifecycle (what the job API routes call).
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
     }
 
     /// The peer book.
@@ -427,8 +451,31 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         !config.listen.is_empty() && config.listen.iter().all(names_specific_ip);
     net_cfg.agent_version = agent_version.clone();
     net_cfg.registry = Some(registry.clone());
+    let reputation_store = ReputationStore::open(&db).map_err(|e| DaemonError::Store {
+        path: data_dir.join(STORE_DIR),
+        reason: e.to_string(),
+    })?;
+    let mut rep_book = ReputationBook::new(ReputationConfig::default());
+    reputation_store.load_into(&mut rep_book);
+    let reputation: SharedReputation = Arc::new(Mutex::new(rep_book));
+    let (reputation_writes, reputation_rx) = reputation::write_queue();
+    tasks.spawn(reputation::run_writer(
+        reputation_store,
+        reputation.clone(),
+        reputation_rx,
+        cancel.clone(),
+    ));
     net_cfg.validator = Arc::new(
-        TopicValidators::new().with(TOPIC_ADVERTS, Arc::new(AdvertValidator::new(book.clone()))),
+        TopicValidators::new()
+            .with(TOPIC_ADVERTS, Arc::new(AdvertValidator::new(book.clone())))
+            .with(TOPIC_JOBS, Arc::new(OfferValidator::default()))
+            .with(
+                TOPIC_VERDICTS,
+                Arc::new(VerdictValidator::new(
+                    reputation.clone(),
+                    reputation_writes.clone(),
+                )),
+            ),
     );
     let (network, handle) = Network::new(net_cfg)?;
     // Subscribed before the task runs, so the first connections are seen.
@@ -445,7 +492,45 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
 
     let cores = available_cores();
     let memory = total_memory_bytes();
+    let blobs = {
+        let dir = data_dir.join(BLOBS_DIR);
+        let db = db.clone();
+        let budget = config.blob_budget_bytes;
+        tokio::task::spawn_blocking(move || BlobStore::open(&dir, &db, budget)).await??
+    };
+    blobs
+        .metrics()
+        .register(&registry)
+        .map_err(|e| DaemonError::Jobs(JobsError::Internal(format!("blob metrics: {e}"))))?;
+    let jobs = Jobs::new(
+        JobsConfig {
+            max_jobs: config.max_jobs,
+            memory_bytes: memory,
+            cpu_cores: cores,
+            ..JobsConfig::default()
+        },
+        JobsDeps {
+            key: key.clone(),
+            net: handle.clone(),
+            blobs,
+            db: db.clone(),
+            book: book.clone(),
+            wasm: wasm.clone(),
+            docker: docker.as_ref().map(|(d, _)| d.clone()),
+            docker_images: docker_images.clone(),
+            registry: registry.clone(),
+            reputation,
+            reputation_writes,
+        },
+        cancel.clone(),
+    )?;
+    {
+        let jobs = jobs.clone();
+        tasks.spawn(jobs.run());
+    }
+    tasks.spawn(crate::jobs::gc::run(jobs.clone(), BLOB_GC_INTERVAL));
     let source = {
+        let jobs = jobs.clone();
         let images = docker_images.clone();
         let wasm_version = wasm_version.clone();
         let agent_version = agent_version.clone();
@@ -464,8 +549,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             cpu_cores: cores,
             memory_bytes: memory,
             max_jobs,
-            // No job runs yet: the job lifecycle is not wired in.
-            running_jobs: 0,
+            running_jobs: jobs.running_jobs(),
             labels: labels.clone(),
             listen_addrs: Vec::new(),
         })
@@ -529,6 +613,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         executors,
         agent_version,
         token: token.clone(),
+        jobs: Some(jobs.clone()),
     })?;
     let listener = TcpListener::bind(config.api)
         .await
@@ -575,6 +660,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         cancel,
         tasks,
         db,
+        jobs,
     })
 }
 

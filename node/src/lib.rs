@@ -7,9 +7,12 @@
 //! over this crate.
 
 pub mod api;
+pub mod blobs;
 pub mod config;
 pub mod daemon;
 pub mod executor;
 pub mod identity;
+pub mod jobs;
 pub mod logging;
 pub mod network;
+pub mod reputation;

@@ -11,6 +11,7 @@
 //! task through its handle, whose every call is timed out.
 
 pub mod client;
+pub mod jobs;
 pub mod token;
 pub mod types;
 
@@ -88,6 +89,8 @@ pub struct ApiState {
     pub agent_version: String,
     /// The bearer token guarding `/api/v1`.
     pub token: String,
+    /// The job lifecycle (the job and blob routes answer 503 without it).
+    pub jobs: Option<crate::jobs::Jobs>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -142,6 +145,7 @@ pub fn router(state: ApiState) -> Result<Router, ApiError> {
         .route("/id", get(id))
         .route("/peers", get(peers))
         .route("/nodes", get(nodes))
+        .merge(jobs::routes())
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,

@@ -104,3 +104,237 @@ pub struct NodesInfo {
     /// Every node in the peer book, online first.
     pub nodes: Vec<NodeInfo>,
 }
+
+/// `POST /api/v1/blobs` answer (the body of the request is the raw bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// Content id (hex sha256).
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What runs a submitted job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitExecutor {
+    /// A WASI module, given as an uploaded blob id (or unique prefix).
+    Wasm {
+        /// Blob id of the module.
+        module: String,
+    },
+    /// A Docker image, by name or id; the daemon resolves a name to the
+    /// local image id, or takes `image@sha256:...` / `sha256:...` as is.
+    Docker {
+        /// Image name, `name@sha256:<hex>` or `sha256:<hex>`.
+        image: String,
+    },
+}
+
+/// `POST /api/v1/jobs`. Unset limits take the protocol defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// The sandbox and program.
+    pub executor: SubmitExecutor,
+    /// Program arguments (for Docker, the command).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Blob id of stdin, if any.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Input files: name under /in -> blob id.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Output files collected from /out.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Executors that run it (default 3).
+    #[serde(default)]
+    pub n: Option<u8>,
+    /// Executors that must agree (default 2).
+    #[serde(default)]
+    pub k: Option<u8>,
+    /// Memory limit in bytes.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock limit of one run in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Wasm fuel budget.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// CPU limit in thousandths of a core (Docker).
+    #[serde(default)]
+    pub milli_cpus: Option<u32>,
+    /// Cap on stdout, stderr and each output file, in bytes.
+    #[serde(default)]
+    pub max_output_bytes: Option<u64>,
+    /// Let this node execute the job itself when no other node can.
+    #[serde(default)]
+    pub allow_local: bool,
+}
+
+/// A job's state, as the submitter sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Accepted, not yet offered.
+    Pending,
+    /// Offered; collecting bids or assigning.
+    Scheduled,
+    /// At least one executor is running it.
+    Running,
+    /// k executors signed the same result.
+    Verified,
+    /// No result can be accepted; `reason` says why.
+    Failed,
+    /// Cancelled by the user.
+    Cancelled,
+}
+
+impl JobState {
+    /// Verified, failed or cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Verified | Self::Failed | Self::Cancelled)
+    }
+
+    /// The lower-case name used in JSON and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "scheduled" => Self::Scheduled,
+            "running" => Self::Running,
+            "verified" => Self::Verified,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            other => {
+                return Err(format!(
+                    "unknown job state {other:?} (pending, scheduled, running, verified, failed, cancelled)"
+                ))
+            }
+        })
+    }
+}
+
+/// One executor's part in a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorRecord {
+    /// The executor's PeerId.
+    pub peer_id: String,
+    /// Assignment attempt (0 for the first n, then re-dispatches and
+    /// escalations).
+    pub attempt: u32,
+    /// `running`, `answered`, `missed` or `crashed`.
+    pub state: String,
+    /// The result hash it signed, once answered.
+    pub result_hash: Option<String>,
+    /// Whether that hash is the accepted one (once the job is verified).
+    pub agrees: Option<bool>,
+    /// When it was assigned (ms since the Unix epoch).
+    pub assigned_at_ms: u64,
+    /// When it answered or ended.
+    pub ended_at_ms: Option<u64>,
+    /// Its error report, if it could not run the job.
+    pub error: Option<String>,
+}
+
+/// One step of a job's progress, as `GET /api/v1/jobs/{id}/events` streams
+/// it and the job record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// `submitted`, `offered`, `bid`, `assigned`, `attested`, `missed`,
+    /// `crashed`, `escalated`, `verified`, `failed` or `cancelled`.
+    pub kind: String,
+    /// The peer concerned, if any.
+    pub peer_id: Option<String>,
+    /// The job's state after this event.
+    pub state: JobState,
+    /// Human-readable details.
+    pub detail: String,
+}
+
+/// `GET /api/v1/jobs/{id}` and the items of `GET /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id (hex sha256 of the signed spec).
+    pub id: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// `wasm` or `docker`.
+    pub executor: String,
+    /// Module blob id (Wasm) or image id (Docker).
+    pub program: String,
+    /// Executors first assigned.
+    pub n: u8,
+    /// Executors that must agree.
+    pub k: u8,
+    /// Whether k = 1: one executor's word, not verified by others.
+    pub unverified: bool,
+    /// When it was submitted (ms since the Unix epoch).
+    pub submitted_at_ms: u64,
+    /// When it reached a final state.
+    pub finished_at_ms: Option<u64>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    /// The accepted result hash, once verified.
+    pub result_hash: Option<String>,
+    /// The verified exit code.
+    pub exit_code: Option<i32>,
+    /// Bids received.
+    pub bids: u32,
+    /// Every executor assigned, in assignment order.
+    pub executors: Vec<ExecutorRecord>,
+    /// Progress so far (the list in `GET /api/v1/jobs` leaves it empty).
+    pub events: Vec<JobEvent>,
+}
+
+/// `GET /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Jobs, newest first.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// `GET /api/v1/jobs/{id}/result`: the verified result. Bytes are blobs of
+/// this node: fetch them with `GET /api/v1/blobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Job id.
+    pub id: String,
+    /// The accepted result hash.
+    pub result_hash: String,
+    /// Whether k = 1 (one executor's word).
+    pub unverified: bool,
+    /// The program's exit code.
+    pub exit_code: i32,
+    /// Standard output.
+    pub stdout: BlobInfo,
+    /// Standard error of one agreeing executor (not verified: stderr is
+    /// not part of the hash).
+    pub stderr: BlobInfo,
+    /// Declared output files by name.
+    pub outputs: BTreeMap<String, BlobInfo>,
+    /// Executors whose signed attestations carry the accepted hash.
+    pub agreeing: Vec<String>,
+}

@@ -307,10 +307,10 @@ impl NetworkConfig {
             // Duplicates never reach the limiter (gossipsub drops them first),
             // so this is per forwarder of *new* messages: room for adverts
             // from several thousand nodes at one per 30 s.
-            gossip_rate: RateLimit::new(500, 100),
-            request_rate: RateLimit::new(50, 20),
+            gossip_rate: RateLimit::new(2000, 1000),
+            request_rate: RateLimit::new(2000, 1000),
             request_timeout: Duration::from_secs(30),
-            max_concurrent_requests: 64,
+            max_concurrent_requests: 256,
             max_pending_inbound: 1024,
             command_buffer: 256,
             event_buffer: 1024,

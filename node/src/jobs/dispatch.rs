@@ -1,0 +1,202 @@
+//! Routes what arrives from the network to the two sides of the lifecycle:
+//! offers (gossip on `agora/jobs/1`) to the worker, bids and reports to the
+//! submitting job's task, assignments to the worker, blob requests to the
+//! blob store. Also [`deliver`], which sends a request to a peer or, when
+//! the peer is this node (`--allow-local`), hands it over in-process.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use agora_protocol::validate::ReplayGuard;
+use agora_protocol::{PeerId, TOPIC_JOBS};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, warn, Instrument};
+
+use super::checks::{check_bid, check_offer};
+use super::submitter::JobInput;
+use super::{lock, worker, Ctx};
+use crate::blobs;
+use crate::network::adverts::unix_now_ms;
+use crate::network::rpc::{Request, Response, RpcError};
+use crate::network::{GossipMessage, GossipValidator, NetworkError, NetworkEvent, Validation};
+
+/// Offers remembered for replay detection.
+const REPLAY_MEMORY: usize = 65_536;
+
+/// Why a request to a peer got no useful answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliverError {
+    /// The peer answered with a refusal: retrying will not help.
+    #[error("refused: {0}")]
+    Refused(RpcError),
+    /// The peer could not be reached or did not answer in time.
+    #[error("{0}")]
+    Network(String),
+}
+
+/// Sends `request` to `peer`, in-process when `peer` is this node.
+pub(crate) fn deliver(
+    ctx: &Arc<Ctx>,
+    peer: PeerId,
+    request: Request,
+) -> Pin<Box<dyn Future<Output = Result<Response, DeliverError>> + Send + 'static>> {
+    let ctx = ctx.clone();
+    // Boxed: handling a local request may deliver again (a report to the
+    // local submitter), and the future type must not contain itself.
+    Box::pin(async move {
+        let response = if peer == ctx.me {
+            match handle(&ctx, peer, request).await {
+                Some(r) => r,
+                None => Response::Error(RpcError::Unsupported),
+            }
+        } else {
+            match ctx.net.request(peer, request).await {
+                Ok(r) => r,
+                Err(NetworkError::Refused { error, .. }) => {
+                    return Err(DeliverError::Refused(error))
+                }
+                Err(e) => return Err(DeliverError::Network(e.to_string())),
+            }
+        };
+        match response {
+            Response::Error(e) => Err(DeliverError::Refused(e)),
+            r => Ok(r),
+        }
+    })
+}
+
+/// Answers one request, or `None` if another part of the node answers it
+/// (ping, adverts).
+pub(crate) async fn handle(ctx: &Arc<Ctx>, peer: PeerId, request: Request) -> Option<Response> {
+    Some(match request {
+        Request::Ping { .. } | Request::GetAdvert => return None,
+        Request::Bid(signed) => {
+            let job = signed
+                .verify()
+                .map(|v| v.value.job)
+                .map_err(|e| e.to_string());
+            match job.and_then(|job| check_bid(&signed, peer, &job).map_err(|e| e.to_string())) {
+                Ok(bid) => to_job(ctx, &bid.job.clone(), JobInput::Bid { peer, bid }),
+                Err(e) => Response::Error(RpcError::Invalid(e)),
+            }
+        }
+        Request::Attest(report) => {
+            let job = match report.attestation.verify() {
+                Ok(a) => a.value.job,
+                Err(e) => return Some(Response::Error(RpcError::Invalid(e.to_string()))),
+            };
+            to_job(ctx, &job, JobInput::Report { peer, report })
+        }
+        Request::ExecFailed {
+            job,
+            attempt,
+            error,
+        } => to_job(
+            ctx,
+            &job,
+            JobInput::Failed {
+                peer,
+                attempt,
+                error,
+                ran: true,
+            },
+        ),
+        Request::Assign(signed) => worker::on_assign(ctx, peer, signed).await,
+        Request::GetBlob { id, offset, len } => {
+            blobs::serve_chunk(&ctx.blobs, id, offset, len).await
+        }
+    })
+}
+
+/// Queues `input` for the task of `job`. A finished job of this node
+/// acknowledges (the sender may stop retrying); an unknown one is
+/// not found.
+fn to_job(ctx: &Ctx, job: &agora_protocol::ContentId, input: JobInput) -> Response {
+    let tx = lock(&ctx.active).get(job).map(|a| a.tx.clone());
+    match tx {
+        Some(tx) => match tx.try_send(input) {
+            Ok(()) => Response::Ack,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Response::Error(RpcError::Busy),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Response::Ack,
+        },
+        None => match ctx.db.job(job) {
+            Ok(Some(_)) => Response::Ack,
+            Ok(None) => Response::Error(RpcError::NotFound(format!("job {}", job.short()))),
+            Err(e) => {
+                warn!(error = %e, "job store read failed");
+                Response::Error(RpcError::Busy)
+            }
+        },
+    }
+}
+
+/// Serves gossip and requests until the node stops.
+pub(crate) async fn run(ctx: Arc<Ctx>) {
+    let mut events = ctx.net.subscribe();
+    loop {
+        let ev = tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => break,
+            ev = events.recv() => ev,
+        };
+        match ev {
+            Ok(NetworkEvent::Gossip(g)) if g.topic == TOPIC_JOBS => {
+                worker::on_offer(&ctx, &g.data, g.source);
+            }
+            Ok(NetworkEvent::PeerDisconnected(peer)) => {
+                let txs: Vec<_> = lock(&ctx.active).values().map(|a| a.tx.clone()).collect();
+                for tx in txs {
+                    // A full queue means the job is busy with inputs; the
+                    // deadline still catches a dead executor.
+                    let _ = tx.try_send(JobInput::PeerGone(peer));
+                }
+            }
+            Ok(NetworkEvent::InboundRequest { peer, id, request }) => {
+                let ctx2 = ctx.clone();
+                let span = tracing::debug_span!("request", %peer);
+                ctx.tasks.spawn(
+                    async move {
+                        if let Some(resp) = handle(&ctx2, peer, request).await {
+                            if let Err(e) = ctx2.net.respond(id, resp).await {
+                                debug!(error = %e, "answer not sent");
+                            }
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Ok(_) => {}
+            // Lost requests time out at their sender, which retries;
+            // lost offers are re-offered by their submitter.
+            Err(RecvError::Lagged(n)) => warn!(skipped = n, "job dispatcher lagged"),
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+/// The gossip validator of `agora/jobs/1`: [`check_offer`] with a bounded
+/// replay memory.
+#[derive(Debug)]
+pub struct OfferValidator {
+    /// Offers seen, by (submitter, nonce).
+    guard: Mutex<ReplayGuard>,
+}
+
+impl Default for OfferValidator {
+    fn default() -> Self {
+        Self {
+            guard: Mutex::new(ReplayGuard::new(REPLAY_MEMORY)),
+        }
+    }
+}
+
+impl GossipValidator for OfferValidator {
+    fn validate(&self, msg: &GossipMessage<'_>) -> Validation {
+        let mut guard = lock(&self.guard);
+        match check_offer(msg.data, msg.source, unix_now_ms(), &mut guard) {
+            Ok(_) => Validation::Accept,
+            Err(e) => Validation::Reject(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The job lifecycle on this node: the submitter side (offer, collect
+//! bids, assign, collect attestations, decide with the quorum, publish the
+//! verdict) and the worker side (bid, accept, fetch blobs, run the
+//! sandbox, sign and return the attestation), both persisted in sled.
+//!
+//! - [`checks`]: pure checks (capability matching, offer/bid/assignment
+//!   validation).
+//! - [`record`]: the persisted records and their trees.
+//! - [`submitter`]: one task per submitted job, driving the quorum.
+//! - [`worker`]: bidding and executing assignments.
+//! - [`dispatch`]: routes gossip and inbound requests to the two sides.
+//! - [`api`]: what the control API asks of the jobs (submit, list, ...).
+//!
+//! **Invariant:** every state change is flushed to the store before the
+//! node acts on it (sends an assignment, answers an assignment, reports a
+//! result), so a restart resumes where the node left off.
+
+pub mod api;
+pub mod checks;
+pub mod dispatch;
+pub mod gc;
+pub mod metrics;
+pub mod record;
+pub mod submitter;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use agora_protocol::{ContentId, NodeKey, PeerId};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::types::JobEvent;
+use crate::blobs::BlobStore;
+use crate::executor::docker::DockerExecutor;
+use crate::executor::wasm::WasmExecutor;
+use crate::network::adverts::SharedPeerBook;
+use crate::network::NetworkHandle;
+use crate::reputation::{Applied, SharedReputation};
+
+pub use self::api::JobsError;
+use self::metrics::JobMetrics;
+use self::record::JobDb;
+use self::submitter::JobInput;
+use self::worker::WorkerState;
+
+/// Locks a mutex even if a panicking thread poisoned it: the guarded data
+/// are plain maps whose every update is a single step.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Settings of the job lifecycle.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Jobs this node runs at once as executor.
+    pub max_jobs: u32,
+    /// Accepted assignments waiting for a slot, at most.
+    pub queue_len: u32,
+    /// Bids are collected at least this long, unless every capable node
+    /// known has bid already.
+    pub bid_window: Duration,
+    /// Bids are collected at most this long before assigning what there
+    /// is (or failing when nobody bid).
+    pub bid_window_max: Duration,
+    /// Submitted jobs in flight at most; more are refused with 503.
+    pub max_active_jobs: usize,
+    /// Largest blob fetched from a peer.
+    pub max_blob_bytes: u64,
+    /// Memory offered to jobs, bytes.
+    pub memory_bytes: u64,
+    /// CPU cores offered to jobs.
+    pub cpu_cores: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            max_jobs: 4,
+            queue_len: 64,
+            bid_window: Duration::from_millis(300),
+            bid_window_max: Duration::from_secs(2),
+            max_active_jobs: 4096,
+            max_blob_bytes: 1024 * 1024 * 1024,
+            memory_bytes: 1024 * 1024 * 1024,
+            cpu_cores: 1,
+        }
+    }
+}
+
+/// What the job lifecycle uses from the rest of the node.
+pub struct JobsDeps {
+    /// The node's key (signs offers, bids, assignments, attestations).
+    pub key: NodeKey,
+    /// The network.
+    pub net: NetworkHandle,
+    /// The blob store.
+    pub blobs: BlobStore,
+    /// The sled store.
+    pub db: sled::Db,
+    /// Nodes heard from (capabilities).
+    pub book: SharedPeerBook,
+    /// The Wasm sandbox.
+    pub wasm: WasmExecutor,
+    /// The Docker sandbox, if Docker runs here.
+    pub docker: Option<DockerExecutor>,
+    /// Docker image ids held locally (refreshed by the daemon).
+    pub docker_images: Arc<Mutex<Option<Vec<String>>>>,
+    /// Where the metrics go.
+    pub registry: prometheus::Registry,
+    /// This node's opinion of its peers.
+    pub reputation: SharedReputation,
+    /// Where applied verdicts go to be persisted.
+    pub reputation_writes: mpsc::Sender<Applied>,
+}
+
+/// A submitted job whose task runs.
+pub(crate) struct ActiveJob {
+    /// Inputs to its task (bounded).
+    pub tx: mpsc::Sender<JobInput>,
+    /// Its progress events.
+    pub events: broadcast::Sender<JobEvent>,
+}
+
+/// Everything the lifecycle shares.
+pub(crate) struct Ctx {
+    pub me: PeerId,
+    pub key: NodeKey,
+    pub net: NetworkHandle,
+    pub blobs: BlobStore,
+    pub db: JobDb,
+    pub book: SharedPeerBook,
+    pub reputation: SharedReputation,
+    pub reputation_writes: mpsc::Sender<Applied>,
+    pub cfg: JobsConfig,
+    pub metrics: JobMetrics,
+    pub active: Mutex<HashMap<ContentId, ActiveJob>>,
+    pub worker: WorkerState,
+    pub cancel: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// The job lifecycle of a node: cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    /// Shared state.
+    pub(crate) ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").field("me", &self.ctx.me).finish()
+    }
+}
+
+impl Jobs {
+    /// Builds the lifecycle. Nothing runs until [`Jobs::run`].
+    pub fn new(
+        cfg: JobsConfig,
+        deps: JobsDeps,
+        cancel: CancellationToken,
+    ) -> Result<Self, JobsError> {
+        let metrics = JobMetrics::new(&deps.registry)
+            .map_err(|e| JobsError::Internal(format!("registering job metrics: {e}")))?;
+        let db = JobDb::open(&deps.db).map_err(|e| JobsError::Internal(e.to_string()))?;
+        let worker = WorkerState::new(&cfg, deps.wasm, deps.docker, deps.docker_images);
+        Ok(Self {
+            ctx: Arc::new(Ctx {
+                me: deps.key.peer_id(),
+                key: deps.key,
+                net: deps.net,
+                blobs: deps.blobs,
+                db,
+                book: deps.book,
+                reputation: deps.reputation,
+                reputation_writes: deps.reputation_writes,
+                cfg,
+                metrics,
+                active: Mutex::new(HashMap::new()),
+                worker,
+                cancel,
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Resumes unfinished work from the store, then serves gossip and
+    /// requests until cancelled; returns once every job task has stopped.
+    pub async fn run(self) {
+        submitter::resume_all(&self.ctx).await;
+        worker::resume_all(&self.ctx).await;
+        dispatch::run(self.ctx.clone()).await;
+        self.ctx.tasks.close();
+        self.ctx.tasks.wait().await;
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.ctx.me
+    }
+
+    /// Assignments this node is running or has queued as executor.
+    pub fn running_jobs(&self) -> u32 {
+        self.ctx.worker.active_count()
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.ctx.blobs
+    }
+
+    /// The reputation book.
+    pub fn reputation(&self) -> SharedReputation {
+        self.ctx.reputation.clone()
+    }
+}

@@ -1,0 +1,438 @@
+//! What the node must not forget about jobs, and the sled trees that keep
+//! it: the submitter's record of each job it submitted ([`JobRecordDb`],
+//! tree `jobs`) and the worker's record of each assignment it accepted
+//! ([`WorkItem`], tree `work`).
+//!
+//! Every change is written (and flushed) before the node acts on it, so a
+//! restart resumes from the last decision. The submitter's quorum is not
+//! stored: it is rebuilt by replaying [`QuorumInput`]s in order, which keeps
+//! one source of truth for the decision logic (agora-verifier).
+
+use std::collections::BTreeMap;
+
+use agora_protocol::codec;
+use agora_protocol::{Attestation, ContentId, JobSpec, PeerId, Signed, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::api::types::{JobEvent, JobState};
+use crate::network::rpc::AttestReport;
+
+/// Largest stored record accepted when reading back (a record embeds the
+/// spec, up to 64 attestations and a bounded event log).
+const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+/// Most progress events kept per job; later non-final events are dropped.
+pub const MAX_EVENTS: usize = 256;
+
+/// Why the job store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("job store: {0}")]
+    Db(#[from] sled::Error),
+    /// The blocking flush task died.
+    #[error("job store: flush task failed: {0}")]
+    Task(String),
+    /// A stored record does not decode (corruption or an older format).
+    #[error("job store: record {key} is unreadable: {reason}")]
+    Corrupt {
+        /// Hex key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+/// One step fed to the quorum, in order; replayed after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuorumInput {
+    /// An executor was assigned.
+    Assign(PeerId),
+    /// An attestation was accepted.
+    Attest(Signed<Attestation>),
+    /// An executor missed its deadline.
+    Missed(PeerId),
+    /// An executor reported failure or could not be reached.
+    Crashed(PeerId),
+}
+
+/// Where one assigned executor stands, for display and timers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredExecutor {
+    /// The executor.
+    pub peer: PeerId,
+    /// Assignment attempt.
+    pub attempt: u32,
+    /// `running`, `answered`, `missed` or `crashed`.
+    pub state: ExecutorState,
+    /// When assigned (ms since the Unix epoch).
+    pub assigned_at_ms: u64,
+    /// The attestation is due by then.
+    pub deadline_ms: u64,
+    /// When it answered or ended.
+    pub ended_at_ms: Option<u64>,
+    /// The hash it attested.
+    pub result_hash: Option<ContentId>,
+    /// Where its bundle is, once answered.
+    pub report: Option<AttestReport>,
+    /// Its failure report.
+    pub error: Option<String>,
+}
+
+/// An assigned executor's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorState {
+    /// Assigned, no answer yet.
+    Running,
+    /// Attested a hash.
+    Answered,
+    /// Missed its deadline.
+    Missed,
+    /// Failed or unreachable.
+    Crashed,
+}
+
+impl ExecutorState {
+    /// The lower-case name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Answered => "answered",
+            Self::Missed => "missed",
+            Self::Crashed => "crashed",
+        }
+    }
+}
+
+/// A blob of the verified result, kept in this node's blob store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlob {
+    /// Content id.
+    pub id: ContentId,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The verified result, as blobs of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResult {
+    /// The accepted hash.
+    pub result_hash: ContentId,
+    /// The program's exit code.
+    pub exit_code: i32,
+    /// Standard output.
+    pub stdout: StoredBlob,
+    /// Standard error of the executor whose bundle was kept.
+    pub stderr: StoredBlob,
+    /// Output files by name.
+    pub outputs: BTreeMap<String, StoredBlob>,
+    /// Executors that attested the accepted hash.
+    pub agreeing: Vec<PeerId>,
+}
+
+/// The submitter's record of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecordDb {
+    /// The signed spec; its content id is the job id.
+    pub spec: Signed<JobSpec>,
+    /// Where it stands.
+    pub state: JobState,
+    /// Whether this node may execute it itself when nobody else can.
+    pub allow_local: bool,
+    /// When it was submitted.
+    pub submitted_at_ms: u64,
+    /// When it reached a final state.
+    pub finished_at_ms: Option<u64>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    /// Bids received.
+    pub bids: u32,
+    /// Offers made.
+    pub offers: u32,
+    /// Most executors the quorum may use.
+    pub cap: u8,
+    /// Quorum inputs in order.
+    pub log: Vec<QuorumInput>,
+    /// Every executor assigned, in order.
+    pub executors: Vec<StoredExecutor>,
+    /// The verified result.
+    pub result: Option<StoredResult>,
+    /// The signed verdict, once decided.
+    pub verdict: Option<Signed<Verdict>>,
+    /// Progress so far (at most [`MAX_EVENTS`]).
+    pub events: Vec<JobEvent>,
+}
+
+impl JobRecordDb {
+    /// The job id.
+    pub fn id(&self) -> ContentId {
+        self.spec.id()
+    }
+
+    /// Appends a progress event, keeping the log bounded (final events
+    /// always get in).
+    pub fn push_event(&mut self, event: JobEvent) {
+        if self.events.len() < MAX_EVENTS || event.state.is_final() {
+            self.events.push(event);
+        }
+    }
+
+    /// The executor entry for `peer`'s latest assignment.
+    pub fn executor_mut(&mut self, peer: &PeerId) -> Option<&mut StoredExecutor> {
+        self.executors.iter_mut().rev().find(|e| e.peer == *peer)
+    }
+}
+
+/// How far an executor got with an assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkState {
+    /// Accepted; waiting for a slot or running.
+    Accepted,
+    /// Ran; the report has not been delivered yet.
+    Done(AttestReport),
+    /// Could not run; the error has not been delivered yet.
+    Failed(String),
+    /// The submitter has the answer.
+    Delivered,
+}
+
+/// The worker's record of one accepted assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The submitter's signed spec.
+    pub spec: Signed<JobSpec>,
+    /// Who assigned it (the spec's signer).
+    pub submitter: PeerId,
+    /// Assignment attempt.
+    pub attempt: u32,
+    /// The answer is due by then (ms since the Unix epoch).
+    pub deadline_ms: u64,
+    /// When accepted.
+    pub accepted_at_ms: u64,
+    /// Where it stands.
+    pub state: WorkState,
+}
+
+/// The two trees.
+#[derive(Debug, Clone)]
+pub struct JobDb {
+    /// sled, for flushes.
+    db: sled::Db,
+    /// Submitted jobs by id.
+    jobs: sled::Tree,
+    /// Accepted assignments by job id.
+    work: sled::Tree,
+}
+
+impl JobDb {
+    /// Opens (or creates) the trees in `db`.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: db.clone(),
+            jobs: db.open_tree("jobs")?,
+            work: db.open_tree("work")?,
+        })
+    }
+
+    /// Writes `job` and waits until it is on disk.
+    pub async fn put_job(&self, job: &JobRecordDb) -> Result<(), StoreError> {
+        self.jobs.insert(job.id().as_bytes(), codec::encode(job))?;
+        self.flush().await
+    }
+
+    /// Waits until every write so far is on disk. Not sled's
+    /// `flush_async`: concurrent calls of it deadlock in sled 0.34
+    /// (spacejam/sled#1308), so the blocking flush runs on the blocking
+    /// pool instead.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Reads one job.
+    pub fn job(&self, id: &ContentId) -> Result<Option<JobRecordDb>, StoreError> {
+        self.jobs
+            .get(id.as_bytes())?
+            .map(|v| decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every stored job id.
+    pub fn job_ids(&self) -> Result<Vec<ContentId>, StoreError> {
+        self.jobs
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let digest: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: hex::encode(&k),
+                    reason: "key is not a 32-byte id".into(),
+                })?;
+                Ok(ContentId::from_digest(digest))
+            })
+            .collect()
+    }
+
+    /// Every stored job, skipping (and returning) unreadable ones.
+    pub fn jobs(&self) -> (Vec<JobRecordDb>, Vec<StoreError>) {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for item in self.jobs.iter() {
+            match item
+                .map_err(StoreError::from)
+                .and_then(|(k, v)| decode(&k, &v))
+            {
+                Ok(j) => ok.push(j),
+                Err(e) => bad.push(e),
+            }
+        }
+        (ok, bad)
+    }
+
+    /// Writes `item` for `job` and waits until it is on disk.
+    pub async fn put_work(&self, job: &ContentId, item: &WorkItem) -> Result<(), StoreError> {
+        self.work.insert(job.as_bytes(), codec::encode(item))?;
+        self.flush().await
+    }
+
+    /// Reads one work item.
+    pub fn work(&self, job: &ContentId) -> Result<Option<WorkItem>, StoreError> {
+        self.work
+            .get(job.as_bytes())?
+            .map(|v| decode(job.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every work item with its job id, skipping unreadable ones.
+    pub fn work_items(&self) -> (Vec<(ContentId, WorkItem)>, Vec<StoreError>) {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for item in self.work.iter() {
+            let r = item.map_err(StoreError::from).and_then(|(k, v)| {
+                let digest: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: hex::encode(&k),
+                    reason: "key is not a 32-byte id".into(),
+                })?;
+                Ok((ContentId::from_digest(digest), decode(&k, &v)?))
+            });
+            match r {
+                Ok(x) => ok.push(x),
+                Err(e) => bad.push(e),
+            }
+        }
+        (ok, bad)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode_unbounded(bytes, MAX_RECORD_BYTES).map_err(|e| StoreError::Corrupt {
+        key: hex::encode(key),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::{ExecutorSpec, NodeKey, Replication, Resources};
+
+    fn spec(nonce: u64) -> Signed<JobSpec> {
+        NodeKey::generate().sign(&JobSpec {
+            executor: ExecutorSpec::Wasm {
+                module: ContentId::of(b"m"),
+            },
+            args: vec![],
+            env: BTreeMap::new(),
+            stdin: None,
+            inputs: BTreeMap::new(),
+            outputs: vec![],
+            resources: Resources::default(),
+            replication: Replication::default(),
+            created_at_ms: 1,
+            nonce,
+        })
+    }
+
+    fn record(nonce: u64) -> JobRecordDb {
+        JobRecordDb {
+            spec: spec(nonce),
+            state: JobState::Pending,
+            allow_local: false,
+            submitted_at_ms: 5,
+            finished_at_ms: None,
+            reason: None,
+            bids: 0,
+            offers: 0,
+            cap: 6,
+            log: vec![QuorumInput::Assign(PeerId::random())],
+            executors: vec![],
+            result: None,
+            verdict: None,
+            events: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_and_work_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = record(1);
+        let id = job.id();
+        let item = WorkItem {
+            spec: spec(2),
+            submitter: PeerId::random(),
+            attempt: 0,
+            deadline_ms: 10,
+            accepted_at_ms: 3,
+            state: WorkState::Failed("boom".into()),
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let store = JobDb::open(&db).unwrap();
+            store.put_job(&job).await.unwrap();
+            store.put_work(&id, &item).await.unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let store = JobDb::open(&db).unwrap();
+        assert_eq!(store.job(&id).unwrap(), Some(job));
+        assert_eq!(store.job_ids().unwrap(), vec![id]);
+        assert_eq!(store.work(&id).unwrap(), Some(item));
+        assert_eq!(store.work_items().0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = JobDb::open(&db).unwrap();
+        store.put_job(&record(1)).await.unwrap();
+        db.open_tree("jobs")
+            .unwrap()
+            .insert([7u8; 32], &b"not cbor"[..])
+            .unwrap();
+        let (ok, bad) = store.jobs();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert!(matches!(bad[0], StoreError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn the_event_log_is_bounded_but_final_events_get_in() {
+        let mut job = record(1);
+        let ev = |state| JobEvent {
+            at_ms: 1,
+            kind: "bid".into(),
+            peer_id: None,
+            state,
+            detail: String::new(),
+        };
+        for _ in 0..MAX_EVENTS + 10 {
+            job.push_event(ev(JobState::Scheduled));
+        }
+        assert_eq!(job.events.len(), MAX_EVENTS);
+        job.push_event(ev(JobState::Verified));
+        assert_eq!(job.events.len(), MAX_EVENTS + 1);
+    }
+}
