@@ -42,6 +42,13 @@ pub struct DaemonArgs {
     /// Most jobs run at once; default one per core.
     #[arg(long, value_name = "N")]
     max_jobs: Option<u32>,
+    /// This node is part of a test network (required by --fault).
+    #[arg(long)]
+    testnet: bool,
+    /// Misbehave on purpose as executor, to test byzantine tolerance:
+    /// lie, collude=GROUP, slow, drop or flaky. Needs --testnet.
+    #[arg(long, value_name = "MODE", requires = "testnet")]
+    fault: Option<String>,
 }
 
 /// Flags of the commands that query a daemon.
@@ -71,6 +78,8 @@ pub fn daemon_config(
         labels: args.labels.clone(),
         max_jobs: args.max_jobs,
         log_format,
+        testnet: args.testnet,
+        fault: args.fault.clone(),
     })?)
 }
 

@@ -15,6 +15,7 @@ use agora_protocol::limits::{MAX_ADDRS, MAX_LABELS, MAX_STRING_BYTES};
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
+use crate::jobs::fault::Fault;
 use crate::network::adverts::DEFAULT_ADVERT_INTERVAL;
 
 /// Name of the config file inside the data directory.
@@ -78,6 +79,11 @@ pub struct DaemonConfig {
     /// Disk the blob store may keep for blobs no job references, in bytes
     /// (file key `blob_budget_bytes`).
     pub blob_budget_bytes: u64,
+    /// This node belongs to a test network (allows [`DaemonConfig::fault`]).
+    pub testnet: bool,
+    /// Deliberate misbehaviour as executor, for testing byzantine
+    /// tolerance; refused unless `testnet`.
+    pub fault: Option<Fault>,
 }
 
 /// Default [`DaemonConfig::blob_budget_bytes`]: 10 GiB.
@@ -127,6 +133,10 @@ pub struct Overrides {
     pub max_jobs: Option<u32>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--testnet`.
+    pub testnet: bool,
+    /// `--fault MODE`.
+    pub fault: Option<String>,
 }
 
 /// Why the configuration is unusable.
@@ -237,6 +247,8 @@ impl DaemonConfig {
             docker: true,
             advert_interval: DEFAULT_ADVERT_INTERVAL,
             blob_budget_bytes: DEFAULT_BLOB_BUDGET,
+            testnet: false,
+            fault: None,
         }
     }
 
@@ -324,6 +336,18 @@ impl DaemonConfig {
         }
         if let Some(b) = file.blob_budget_bytes {
             c.blob_budget_bytes = b;
+        }
+        c.testnet = flags.testnet;
+        if let Some(f) = &flags.fault {
+            let fault: Fault = f.parse().map_err(|e: String| invalid("fault", f, e))?;
+            if !c.testnet {
+                return Err(invalid(
+                    "fault",
+                    f,
+                    "a fault mode makes this node misbehave on purpose; it is only accepted together with --testnet",
+                ));
+            }
+            c.fault = Some(fault);
         }
         Ok(c)
     }
@@ -466,6 +490,28 @@ mod tests {
             ..Overrides::default()
         });
         assert!(e.contains("max_jobs"), "{e}");
+        let e = bad(Overrides {
+            fault: Some("lie".into()),
+            ..Overrides::default()
+        });
+        assert!(e.contains("--testnet"), "{e}");
+        let e = bad(Overrides {
+            fault: Some("sulk".into()),
+            testnet: true,
+            ..Overrides::default()
+        });
+        assert!(e.contains("unknown fault mode"), "{e}");
+        let ok = DaemonConfig::merge(
+            PathBuf::from("/d"),
+            FileConfig::default(),
+            Overrides {
+                fault: Some("collude=red".into()),
+                testnet: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ok.fault, Some(Fault::Collude("red".into())));
     }
 
     #[test]

@@ -413,6 +413,12 @@ async fn track_peer_addrs(
 /// control API. Writes the API's bound address to `DATA_DIR/api.addr`.
 pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     let data_dir = config.data_dir.clone();
+    if let Some(f) = &config.fault {
+        // Loud on purpose: a faulty node must never go unnoticed.
+        warn!("**********************************************************");
+        warn!("** TESTNET FAULT MODE '{f}': this node misbehaves on purpose **");
+        warn!("**********************************************************");
+    }
     std::fs::create_dir_all(&data_dir).map_err(io_err("creating data directory", &data_dir))?;
     let key: NodeKey = identity::load_or_create(&data_dir.join(IDENTITY_FILE))?;
     let peer_id = key.peer_id();
@@ -460,7 +466,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     let reputation: SharedReputation = Arc::new(Mutex::new(rep_book));
     let (reputation_writes, reputation_rx) = reputation::write_queue();
     tasks.spawn(reputation::run_writer(
-        reputation_store,
+        reputation_store.clone(),
         reputation.clone(),
         reputation_rx,
         cancel.clone(),
@@ -507,6 +513,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             max_jobs: config.max_jobs,
             memory_bytes: memory,
             cpu_cores: cores,
+            fault: config.fault.clone(),
             ..JobsConfig::default()
         },
         JobsDeps {
@@ -521,6 +528,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             registry: registry.clone(),
             reputation,
             reputation_writes,
+            reputation_store,
         },
         cancel.clone(),
     )?;

@@ -1,25 +1,49 @@
 //! A small client of the control API for the CLI and tests: plain HTTP/1.1
 //! over TCP (the API is on loopback; there is no TLS), one connection per
 //! request, every request timed out and every body size-capped.
+//!
+//! Transfers of big bodies (blob uploads, output downloads) get a bound
+//! that grows with their size. Event streams have no overall bound, as a
+//! job may run for hours, but fail when nothing arrives for an idle
+//! timeout (the daemon sends a keep-alive comment every 15 s).
+
+mod sse;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{header, Method};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
-use super::types::ErrorBody;
+use self::sse::SseParser;
+use super::jobs::MAX_UPLOAD_BYTES;
+use super::types::{ErrorBody, JobEvent};
 
 /// Name of the file where a daemon writes its actual API address.
 pub const ADDR_FILE: &str = "api.addr";
-/// Largest response body read.
+/// Largest response body read by the JSON methods and [`ApiClient::get`].
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body [`ApiClient::get_bytes`] reads: one blob of a result
+/// (stdout, stderr or an output file) is at most this big.
+pub const MAX_DOWNLOAD_BYTES: usize = agora_protocol::limits::MAX_OUTPUT_BYTES as usize;
 /// Default bound on one request, connect to last byte.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on silence in an event stream: four missed keep-alives.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Slowest transfer rate (bytes per second) a big upload or download is
+/// given time for, on top of the per-request bound: a 1 GiB upload may
+/// take 30 s + 256 s. Loopback is far faster; the margin covers a busy disk.
+pub const MIN_TRANSFER_RATE: u64 = 4 * 1024 * 1024;
+/// The `event:` name the daemon gives job events.
+const JOB_EVENT: &str = "job";
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +84,31 @@ pub enum ClientError {
     /// The body is not the expected JSON.
     #[error("unexpected answer from the agora daemon: {0}")]
     Decode(#[from] serde_json::Error),
+    /// An upload bigger than the daemon accepts; nothing was sent.
+    #[error("{size} bytes is more than the {limit} bytes the agora daemon accepts in one upload")]
+    TooLarge {
+        /// The body's size.
+        size: u64,
+        /// The largest accepted.
+        limit: u64,
+    },
+    /// An event stream sent nothing, not even a keep-alive, for too long.
+    #[error("the event stream from the agora daemon at {addr} was silent for {idle:?}")]
+    StreamIdle {
+        /// The address.
+        addr: SocketAddr,
+        /// The idle bound.
+        idle: Duration,
+    },
+    /// An event stream ended before the job's final event (the daemon
+    /// stopped, or closed a connection that lived too long).
+    #[error("the event stream from the agora daemon at {addr} ended before the job finished: {reason}")]
+    StreamEnded {
+        /// The address.
+        addr: SocketAddr,
+        /// How it ended.
+        reason: String,
+    },
 }
 
 /// A response as received.
@@ -82,6 +131,98 @@ pub struct ApiClient {
     token: Option<String>,
     /// Bound on each request.
     timeout: Duration,
+    /// Bound on silence in an event stream.
+    idle_timeout: Duration,
+}
+
+/// A request body.
+enum Payload {
+    /// None (GET, DELETE).
+    Empty,
+    /// Serialized JSON.
+    Json(Vec<u8>),
+    /// Raw bytes (`application/octet-stream`).
+    Octets(Bytes),
+}
+
+/// Aborts the task driving a connection when the exchange is over, so no
+/// connection outlives its request.
+struct Driver(JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A response whose body is still on the wire, with what keeps its
+/// connection alive until the body is read or dropped.
+struct Open {
+    /// Status, headers and the unread body.
+    resp: hyper::Response<Incoming>,
+    /// Kept so the connection is not closed as idle under the body.
+    _sender: SendRequest<Full<Bytes>>,
+    /// Drives the connection.
+    _driver: Driver,
+}
+
+impl Open {
+    fn status(&self) -> u16 {
+        self.resp.status().as_u16()
+    }
+
+    fn content_type(&self) -> Option<String> {
+        self.resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// Reads the whole body, failing beyond `limit` bytes.
+    async fn read_all(self, addr: SocketAddr, limit: usize) -> Result<RawResponse, ClientError> {
+        let status = self.status();
+        let content_type = self.content_type();
+        let body = Limited::new(self.resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http {
+                addr,
+                reason: format!("reading the body: {e}"),
+            })?
+            .to_bytes();
+        Ok(RawResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
+
+/// The error a non-2xx answer stands for, with the daemon's message.
+fn status_error(resp: &RawResponse) -> ClientError {
+    let message = match serde_json::from_slice::<ErrorBody>(&resp.body) {
+        Ok(e) => e.error,
+        Err(_) => String::from_utf8_lossy(&resp.body).into_owned(),
+    };
+    ClientError::Status {
+        status: resp.status,
+        message,
+    }
+}
+
+/// `resp` if it is a 2xx, else its [`ClientError::Status`].
+fn success(resp: RawResponse) -> Result<RawResponse, ClientError> {
+    if (200..300).contains(&resp.status) {
+        Ok(resp)
+    } else {
+        Err(status_error(&resp))
+    }
+}
+
+/// Decodes a 2xx JSON body as `T`.
+fn decode<T: DeserializeOwned>(resp: RawResponse) -> Result<T, ClientError> {
+    Ok(serde_json::from_slice(&success(resp)?.body)?)
 }
 
 impl ApiClient {
@@ -91,12 +232,19 @@ impl ApiClient {
             addr,
             token,
             timeout: DEFAULT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
     /// Changes the per-request bound.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Changes the bound on silence in an event stream.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
         self
     }
 
@@ -107,32 +255,223 @@ impl ApiClient {
 
     /// `GET path`, whatever the status.
     pub async fn get(&self, path: &str) -> Result<RawResponse, ClientError> {
-        tokio::time::timeout(self.timeout, self.get_inner(path))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                addr: self.addr,
-                timeout: self.timeout,
-            })?
+        self.exchange(
+            Method::GET,
+            path,
+            Payload::Empty,
+            MAX_RESPONSE_BYTES,
+            self.timeout,
+        )
+        .await
     }
 
     /// `GET path`, decoding a 2xx JSON body as `T`; any other status is
     /// [`ClientError::Status`] with the daemon's error message.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let resp = self.get(path).await?;
-        if !(200..300).contains(&resp.status) {
-            let message = match serde_json::from_slice::<ErrorBody>(&resp.body) {
-                Ok(e) => e.error,
-                Err(_) => String::from_utf8_lossy(&resp.body).into_owned(),
-            };
-            return Err(ClientError::Status {
-                status: resp.status,
-                message,
-            });
-        }
-        Ok(serde_json::from_slice(&resp.body)?)
+        decode(self.get(path).await?)
     }
 
-    async fn get_inner(&self, path: &str) -> Result<RawResponse, ClientError> {
+    /// `POST path` with `body` as JSON, decoding a 2xx JSON answer as `T`.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let json = serde_json::to_vec(body)?;
+        let resp = self
+            .exchange(
+                Method::POST,
+                path,
+                Payload::Json(json),
+                MAX_RESPONSE_BYTES,
+                self.timeout,
+            )
+            .await?;
+        decode(resp)
+    }
+
+    /// `DELETE path`, decoding a 2xx JSON answer as `T`.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self
+            .exchange(
+                Method::DELETE,
+                path,
+                Payload::Empty,
+                MAX_RESPONSE_BYTES,
+                self.timeout,
+            )
+            .await?;
+        decode(resp)
+    }
+
+    /// `POST path` with raw bytes (a blob upload, at most the daemon's
+    /// 1 GiB), decoding a 2xx JSON answer as `T`. The bound grows with the
+    /// size (see [`MIN_TRANSFER_RATE`]).
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Bytes,
+    ) -> Result<T, ClientError> {
+        let size = bytes.len() as u64;
+        let limit = MAX_UPLOAD_BYTES as u64;
+        if size > limit {
+            return Err(ClientError::TooLarge { size, limit });
+        }
+        let timeout = self.transfer_timeout(size);
+        let resp = self
+            .exchange(
+                Method::POST,
+                path,
+                Payload::Octets(bytes),
+                MAX_RESPONSE_BYTES,
+                timeout,
+            )
+            .await?;
+        decode(resp)
+    }
+
+    /// `GET path` of raw bytes (a blob), up to [`MAX_DOWNLOAD_BYTES`]; a
+    /// non-2xx status is [`ClientError::Status`].
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        let timeout = self.transfer_timeout(MAX_DOWNLOAD_BYTES as u64);
+        let resp = self
+            .exchange(
+                Method::GET,
+                path,
+                Payload::Empty,
+                MAX_DOWNLOAD_BYTES,
+                timeout,
+            )
+            .await?;
+        Ok(success(resp)?.body)
+    }
+
+    /// Follows the server-sent job events at `path`, calling `on_event`
+    /// for each as it arrives, until the event whose state is final, which
+    /// it returns. Connecting and the answer's head are bounded by the
+    /// request timeout; after that only silence is (the idle timeout).
+    ///
+    /// A stream that ends or goes silent before the final event is
+    /// [`ClientError::StreamEnded`] or [`ClientError::StreamIdle`]:
+    /// following again replays the job's past events, then live ones.
+    pub async fn follow_events<F>(&self, path: &str, mut on_event: F) -> Result<JobEvent, ClientError>
+    where
+        F: FnMut(&JobEvent),
+    {
+        let addr = self.addr;
+        let timeout = self.timeout;
+        let timed_out = |_| ClientError::Timeout { addr, timeout };
+        let open = tokio::time::timeout(
+            timeout,
+            self.open(
+                Method::GET,
+                path,
+                Payload::Empty,
+                Some("text/event-stream"),
+            ),
+        )
+        .await
+        .map_err(timed_out)??;
+        if !(200..300).contains(&open.status()) {
+            let resp = tokio::time::timeout(timeout, open.read_all(addr, MAX_RESPONSE_BYTES))
+                .await
+                .map_err(timed_out)??;
+            return Err(status_error(&resp));
+        }
+        let content_type = open.content_type().unwrap_or_default();
+        if !content_type.starts_with("text/event-stream") {
+            return Err(ClientError::Http {
+                addr,
+                reason: format!("expected an event stream, got content type {content_type:?}"),
+            });
+        }
+        let Open {
+            resp,
+            _sender,
+            _driver,
+        } = open;
+        let mut body = resp.into_body();
+        let mut parser = SseParser::new();
+        loop {
+            let frame = match tokio::time::timeout(self.idle_timeout, body.frame()).await {
+                Err(_) => {
+                    return Err(ClientError::StreamIdle {
+                        addr,
+                        idle: self.idle_timeout,
+                    })
+                }
+                Ok(None) => {
+                    return Err(ClientError::StreamEnded {
+                        addr,
+                        reason: "the daemon closed the stream".into(),
+                    })
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ClientError::StreamEnded {
+                        addr,
+                        reason: e.to_string(),
+                    })
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry no events
+            };
+            let events = parser.push(&data).map_err(|e| ClientError::Http {
+                addr,
+                reason: e.to_string(),
+            })?;
+            for ev in events {
+                // Other event names may come with later daemons; they are
+                // not job progress.
+                if ev.event != JOB_EVENT {
+                    continue;
+                }
+                let job: JobEvent = serde_json::from_str(&ev.data)?;
+                on_event(&job);
+                if job.state.is_final() {
+                    return Ok(job);
+                }
+            }
+        }
+    }
+
+    /// The bound on moving `bytes` bytes.
+    fn transfer_timeout(&self, bytes: u64) -> Duration {
+        self.timeout
+            .saturating_add(Duration::from_secs(bytes / MIN_TRANSFER_RATE))
+    }
+
+    /// One whole request and response under `timeout`, reading at most
+    /// `limit` bytes of body.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Payload,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<RawResponse, ClientError> {
+        let addr = self.addr;
+        tokio::time::timeout(timeout, async {
+            self.open(method, path, payload, None)
+                .await?
+                .read_all(addr, limit)
+                .await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout { addr, timeout })?
+    }
+
+    /// Connects, sends the request and waits for the answer's head. Not
+    /// timed out here: the callers bound it.
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Payload,
+        accept: Option<&str>,
+    ) -> Result<Open, ClientError> {
         let addr = self.addr;
         let http = |reason: String| ClientError::Http { addr, reason };
         let stream = TcpStream::connect(addr)
@@ -141,45 +480,39 @@ impl ApiClient {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| http(e.to_string()))?;
-        // Drives the connection; ends when the response is read and the
-        // sender dropped, or with the timeout that wraps this call.
-        let driver = tokio::spawn(async move {
+        let driver = Driver(tokio::spawn(async move {
             let _ = conn.await;
-        });
+        }));
         let mut req = hyper::Request::builder()
-            .method(hyper::Method::GET)
+            .method(method)
             .uri(path)
             .header(header::HOST, addr.to_string());
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| http(e.to_string()))?;
-        let result = async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| http(e.to_string()))?;
-            let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| http(format!("reading the body: {e}")))?
-                .to_bytes();
-            Ok(RawResponse {
-                status,
-                content_type,
-                body,
-            })
+        if let Some(a) = accept {
+            req = req.header(header::ACCEPT, a);
         }
-        .await;
-        driver.abort();
-        result
+        let body = match payload {
+            Payload::Empty => Full::new(Bytes::new()),
+            Payload::Json(json) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(json))
+            }
+            Payload::Octets(bytes) => {
+                req = req.header(header::CONTENT_TYPE, "application/octet-stream");
+                Full::new(bytes)
+            }
+        };
+        let req = req.body(body).map_err(|e| http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        Ok(Open {
+            resp,
+            _sender: sender,
+            _driver: driver,
+        })
     }
 }

@@ -18,7 +18,7 @@ use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::types::{BlobInfo, JobList, JobState, SubmitJob};
+use super::types::{BlobInfo, JobList, JobState, ReputationList, SubmitJob};
 use super::{HttpError, Shared};
 use crate::jobs::{Jobs, JobsError};
 
@@ -46,6 +46,28 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/jobs/{id}", get(job).delete(cancel))
         .route("/jobs/{id}/result", get(result))
         .route("/jobs/{id}/events", get(events))
+        .route("/reputation", get(reputation))
+        .route("/reputation/{peer}", get(reputation_of))
+}
+
+async fn reputation(State(shared): State<Arc<Shared>>) -> Result<Json<ReputationList>, HttpError> {
+    Ok(Json(ReputationList {
+        peers: jobs(&shared)?.reputation_list(None),
+    }))
+}
+
+async fn reputation_of(
+    State(shared): State<Arc<Shared>>,
+    Path(peer): Path<String>,
+) -> Result<Json<ReputationList>, HttpError> {
+    let peers = jobs(&shared)?.reputation_list(Some(&peer));
+    if peers.is_empty() {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            format!("no reputation record for a peer starting with {peer}"),
+        ));
+    }
+    Ok(Json(ReputationList { peers }))
 }
 
 impl From<JobsError> for HttpError {

@@ -338,3 +338,50 @@ pub struct JobResult {
     /// Executors whose signed attestations carry the accepted hash.
     pub agreeing: Vec<String>,
 }
+
+/// One piece of evidence behind a peer's score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceInfo {
+    /// When it was applied (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The job whose verdict it came from.
+    pub job: String,
+    /// `own` (this node's job) or the PeerId whose gossiped verdict it was.
+    pub source: String,
+    /// `agreed`, `disagreed` or `missed`.
+    pub observation: String,
+    /// Score before.
+    pub before: u32,
+    /// Score after.
+    pub after: u32,
+}
+
+/// This node's opinion of one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReputationInfo {
+    /// The peer.
+    pub peer_id: String,
+    /// Its score (start 100).
+    pub score: u32,
+    /// Times it agreed with a verified result.
+    pub agreed: u64,
+    /// Times it attested another result.
+    pub disagreed: u64,
+    /// Times it missed a deadline, crashed or went offline.
+    pub missed: u64,
+    /// Whether it scores below the exclusion threshold (never selected).
+    pub excluded: bool,
+    /// First evidence (ms since the Unix epoch).
+    pub first_seen_ms: u64,
+    /// Latest evidence.
+    pub last_seen_ms: u64,
+    /// The latest evidence, oldest first.
+    pub evidence: Vec<EvidenceInfo>,
+}
+
+/// `GET /api/v1/reputation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReputationList {
+    /// Peers, lowest score first.
+    pub peers: Vec<ReputationInfo>,
+}

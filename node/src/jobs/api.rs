@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 
 use agora_protocol::{
-    validate, ContentId, ExecutorSpec, IdPrefix, JobSpec, Replication, Resources,
+    validate, ContentId, ExecutorSpec, IdPrefix, JobSpec, PeerId, Replication, Resources,
 };
+use agora_verifier::reputation::{Observation, PeerRecord, ReputationBook};
 use tokio::sync::{broadcast, oneshot};
 
 use super::record::{JobRecordDb, StoredBlob};
 use super::submitter::{self, cap_for, JobInput};
 use super::{lock, Jobs};
 use crate::api::types::{
-    BlobInfo, ExecutorRecord, JobEvent, JobRecord, JobResult, JobState, SubmitExecutor, SubmitJob,
+    BlobInfo, EvidenceInfo, ExecutorRecord, JobEvent, JobRecord, JobResult, JobState,
+    ReputationInfo, SubmitExecutor, SubmitJob,
 };
 use crate::network::adverts::unix_now_ms;
 
@@ -283,6 +285,68 @@ impl Jobs {
         let rec = self.load(&id.to_hex())?;
         let live = if rec.state.is_final() { None } else { live };
         Ok((rec.events, live))
+    }
+}
+
+impl Jobs {
+    /// This node's opinion of every peer it has evidence about, lowest
+    /// score first, or of the peers whose base58 id starts with `prefix`.
+    pub fn reputation_list(&self, prefix: Option<&str>) -> Vec<ReputationInfo> {
+        let book = lock(&self.ctx.reputation).clone_records();
+        let mut rows: Vec<ReputationInfo> = book
+            .into_iter()
+            .filter(|(p, _, _)| prefix.is_none_or(|x| p.to_base58().starts_with(x)))
+            .map(|(peer, rec, excluded)| {
+                let evidence = self
+                    .ctx
+                    .reputation_store
+                    .get(&peer)
+                    .map(|s| s.sources)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| EvidenceInfo {
+                        at_ms: e.at_ms,
+                        job: e.job.to_hex(),
+                        source: e.via.map_or_else(|| "own".to_string(), |p| p.to_base58()),
+                        observation: match e.observation {
+                            Observation::Agreed => "agreed",
+                            Observation::Disagreed => "disagreed",
+                            Observation::Missed => "missed",
+                        }
+                        .into(),
+                        before: e.before,
+                        after: e.after,
+                    })
+                    .collect();
+                ReputationInfo {
+                    peer_id: peer.to_base58(),
+                    score: rec.score,
+                    agreed: rec.agreed,
+                    disagreed: rec.disagreed,
+                    missed: rec.missed,
+                    excluded,
+                    first_seen_ms: rec.first_seen_ms,
+                    last_seen_ms: rec.last_seen_ms,
+                    evidence,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.score.cmp(&b.score).then(a.peer_id.cmp(&b.peer_id)));
+        rows
+    }
+}
+
+/// Copies the book's rows out, so the lock is not held while the store
+/// is read.
+trait CloneRecords {
+    fn clone_records(&self) -> Vec<(PeerId, PeerRecord, bool)>;
+}
+
+impl CloneRecords for ReputationBook {
+    fn clone_records(&self) -> Vec<(PeerId, PeerRecord, bool)> {
+        self.records()
+            .map(|(p, r)| (*p, *r, self.is_excluded(p)))
+            .collect()
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod checks;
 pub mod dispatch;
+pub mod fault;
 pub mod gc;
 pub mod metrics;
 pub mod record;
@@ -39,7 +40,7 @@ use crate::executor::docker::DockerExecutor;
 use crate::executor::wasm::WasmExecutor;
 use crate::network::adverts::SharedPeerBook;
 use crate::network::NetworkHandle;
-use crate::reputation::{Applied, SharedReputation};
+use crate::reputation::{Applied, ReputationStore, SharedReputation};
 
 pub use self::api::JobsError;
 use self::metrics::JobMetrics;
@@ -74,6 +75,8 @@ pub struct JobsConfig {
     pub memory_bytes: u64,
     /// CPU cores offered to jobs.
     pub cpu_cores: u32,
+    /// Deliberate misbehaviour as executor (testnets only).
+    pub fault: Option<fault::Fault>,
 }
 
 impl Default for JobsConfig {
@@ -87,6 +90,7 @@ impl Default for JobsConfig {
             max_blob_bytes: 1024 * 1024 * 1024,
             memory_bytes: 1024 * 1024 * 1024,
             cpu_cores: 1,
+            fault: None,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct JobsDeps {
     pub reputation: SharedReputation,
     /// Where applied verdicts go to be persisted.
     pub reputation_writes: mpsc::Sender<Applied>,
+    /// Where they are persisted (read for the evidence of each score).
+    pub reputation_store: ReputationStore,
 }
 
 /// A submitted job whose task runs.
@@ -135,6 +141,7 @@ pub(crate) struct Ctx {
     pub book: SharedPeerBook,
     pub reputation: SharedReputation,
     pub reputation_writes: mpsc::Sender<Applied>,
+    pub reputation_store: ReputationStore,
     pub cfg: JobsConfig,
     pub metrics: JobMetrics,
     pub active: Mutex<HashMap<ContentId, ActiveJob>>,
@@ -177,6 +184,7 @@ impl Jobs {
                 book: deps.book,
                 reputation: deps.reputation,
                 reputation_writes: deps.reputation_writes,
+                reputation_store: deps.reputation_store,
                 cfg,
                 metrics,
                 active: Mutex::new(HashMap::new()),

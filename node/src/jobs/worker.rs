@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::checks::{check_assignment, read_offer, unmet, Capacity, Requirement};
 use super::dispatch::{deliver, DeliverError};
+use super::fault::Tampered;
 use super::record::{WorkItem, WorkState};
 use super::{lock, Ctx, JobsConfig};
 use crate::blobs;
@@ -244,7 +245,9 @@ async fn execute(ctx: &Arc<Ctx>, job: ContentId, mut item: WorkItem, spec: Valid
         r = run_job(ctx, job, &item, spec) => r,
     };
     item.state = match outcome {
-        Ok(report) => WorkState::Done(report),
+        Ok(Some(report)) => WorkState::Done(report),
+        // A `drop` fault: accepted, never answered.
+        Ok(None) => WorkState::Delivered,
         Err(e) => {
             info!(error = %e, "assignment failed");
             WorkState::Failed(truncate(&e, MAX_ERROR_CHARS))
@@ -271,7 +274,7 @@ async fn run_job(
     job: ContentId,
     item: &WorkItem,
     spec: ValidatedSpec,
-) -> Result<AttestReport, String> {
+) -> Result<Option<AttestReport>, String> {
     let remaining = || Duration::from_millis(item.deadline_ms.saturating_sub(unix_now_ms()));
     let w = &ctx.worker;
     let _permit = tokio::time::timeout(remaining(), w.slots.clone().acquire_owned())
@@ -340,6 +343,20 @@ async fn run_job(
     };
     ctx.metrics.executions.with_label_values(&[outcome]).inc();
     let bundle = result.map_err(|e| e.to_string())?;
+    let bundle = match ctx
+        .cfg
+        .fault
+        .as_ref()
+        .map(|f| f.tamper(&job, &ctx.me, bundle.clone()))
+    {
+        None => bundle,
+        Some(Tampered::Report(b)) => b,
+        Some(Tampered::Delay(b, d)) => {
+            tokio::time::sleep(d).await;
+            b
+        }
+        Some(Tampered::Withhold) => return Ok(None),
+    };
     let attestation = ctx.key.sign(&Attestation {
         job,
         result_hash: bundle.result_hash(),
@@ -358,11 +375,11 @@ async fn run_job(
             .map_err(|e| format!("storing the result bundle: {e}"))?;
         BundleRef::Blob { id, size }
     };
-    Ok(AttestReport {
+    Ok(Some(AttestReport {
         attestation,
         attempt: item.attempt,
         bundle,
-    })
+    }))
 }
 
 /// Delivers a finished assignment's report or failure to its submitter,

@@ -97,11 +97,20 @@ pub fn init_logs() {
 impl Net {
     /// Starts `n` daemons and waits until each sees every other online.
     pub async fn start(n: usize, docker: bool) -> Self {
+        Self::start_with(n, docker, |_, _| {}).await
+    }
+
+    /// Like [`Net::start`], with `tweak(i, config)` applied to node `i`.
+    pub async fn start_with(
+        n: usize,
+        docker: bool,
+        tweak: impl Fn(usize, &mut DaemonConfig),
+    ) -> Self {
         init_logs();
         let dirs: Vec<TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-        let first = daemon::start(loopback_config(dirs[0].path(), docker))
-            .await
-            .unwrap();
+        let mut cfg = loopback_config(dirs[0].path(), docker);
+        tweak(0, &mut cfg);
+        let first = daemon::start(cfg).await.unwrap();
         let bootstrap = first
             .listen_addrs(DEADLINE)
             .await
@@ -110,9 +119,10 @@ impl Net {
             .expect("node 0 listens")
             .with(Protocol::P2p(first.peer_id()));
         let mut nodes = vec![Some(first)];
-        for d in &dirs[1..] {
+        for (i, d) in dirs.iter().enumerate().skip(1) {
             let mut cfg = loopback_config(d.path(), docker);
             cfg.bootstrap = vec![bootstrap.clone()];
+            tweak(i, &mut cfg);
             nodes.push(Some(daemon::start(cfg).await.unwrap()));
         }
         let net = Self {

@@ -1,0 +1,141 @@
+//! Byzantine executors on an eight-node network of real daemons: two
+//! independent liars (`--fault lie`) among the executors of 100 jobs at
+//! 2-of-3. No wrong result is accepted, each liar is excluded after at most
+//! ten disagreements and then gets no work, and a node that never
+//! submitted a job ranks the liars low from gossiped verdicts alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod jobs_harness;
+
+use std::collections::BTreeSet;
+
+use agora_node::api::types::JobState;
+use agora_node::jobs::fault::Fault;
+use jobs_harness::{fixture, wait_final, wait_for, wasm_job, Net, DEADLINE};
+
+const LIARS: [usize; 2] = [1, 2];
+const SUBMITTER: usize = 7;
+const BYSTANDER: usize = 0;
+/// Jobs in flight at once: small, so a liar's exclusion shows up before
+/// many more jobs are assigned.
+const WAVE: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liars_are_outvoted_excluded_and_known_from_gossip() {
+    let net = Net::start_with(8, false, |i, cfg| {
+        cfg.testnet = true;
+        if LIARS.contains(&i) {
+            cfg.fault = Some(Fault::Lie);
+        }
+    })
+    .await;
+    let liars: BTreeSet<String> = LIARS
+        .iter()
+        .map(|i| net.node(*i).peer_id().to_base58())
+        .collect();
+    let sub = net.node(SUBMITTER);
+    let module = sub.jobs().blobs().put(&fixture("hello")).unwrap().to_hex();
+
+    let mut records = Vec::new();
+    for _ in 0..(100 / WAVE + 1) {
+        let mut ids = Vec::new();
+        for _ in 0..WAVE.min(100 - records.len()) {
+            ids.push(sub.jobs().submit(wasm_job(&module, 3, 2)).await.unwrap().id);
+        }
+        for id in ids {
+            records.push(wait_final(sub, &id, DEADLINE).await);
+        }
+        if records.len() >= 100 {
+            break;
+        }
+    }
+    assert_eq!(records.len(), 100);
+
+    // Zero wrong results: every job verified with the honest output.
+    for r in &records {
+        assert_eq!(r.state, JobState::Verified, "{r:#?}");
+        let res = sub.jobs().result(&r.id).unwrap();
+        let out = sub
+            .jobs()
+            .blobs()
+            .get(&res.stdout.id.parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            out, b"hello, agora\n",
+            "job {} accepted a wrong result",
+            r.id
+        );
+        assert!(res.agreeing.iter().all(|p| !liars.contains(p)));
+    }
+
+    // Each liar: excluded after at most ten disagreements, then no work.
+    let rep = sub.jobs().reputation_list(None);
+    for liar in &liars {
+        let row = rep
+            .iter()
+            .find(|r| &r.peer_id == liar)
+            .expect("liar has a record");
+        assert!(row.excluded, "{row:#?}");
+        assert!(row.disagreed <= 10, "{row:#?}");
+        assert!(
+            row.disagreed >= 1,
+            "the liar was given work and caught: {row:#?}"
+        );
+        // The job in which it was caught for the last time is the last job
+        // it was ever assigned.
+        let assigned: Vec<usize> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.executors.iter().any(|e| &e.peer_id == liar))
+            .map(|(i, _)| i)
+            .collect();
+        let disagreed = records
+            .iter()
+            .filter(|r| {
+                r.executors
+                    .iter()
+                    .any(|e| &e.peer_id == liar && e.agrees == Some(false))
+            })
+            .count() as u64;
+        assert_eq!(disagreed, row.disagreed);
+        let last = *assigned.last().unwrap();
+        assert!(
+            last < 100 - 10,
+            "liar {liar} still got work late in the run (job #{last})"
+        );
+    }
+
+    // A node that never submitted ranks the liars low from gossip alone.
+    let bystander = net.node(BYSTANDER);
+    assert!(bystander.jobs().list(None).unwrap().is_empty());
+    wait_for(DEADLINE, "the bystander to learn of the liars", || {
+        let rows = bystander.jobs().reputation_list(None);
+        let liars = liars.clone();
+        async move {
+            let low = rows
+                .iter()
+                .filter(|r| liars.contains(&r.peer_id) && r.excluded)
+                .count();
+            (low == 2).then_some(())
+        }
+    })
+    .await;
+    let rows = bystander.jobs().reputation_list(None);
+    let honest_min = rows
+        .iter()
+        .filter(|r| !liars.contains(&r.peer_id))
+        .map(|r| r.score)
+        .min()
+        .unwrap();
+    for r in rows.iter().filter(|r| liars.contains(&r.peer_id)) {
+        assert!(r.score < honest_min, "{r:#?}");
+        assert!(
+            r.evidence
+                .iter()
+                .all(|e| e.source == sub.peer_id().to_base58()),
+            "all evidence came from the submitter's verdicts: {r:#?}"
+        );
+    }
+    net.shutdown().await;
+}
