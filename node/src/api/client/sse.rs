@@ -180,7 +180,10 @@ data: unnamed\n\n";
     #[test]
     fn an_event_waits_for_its_blank_line() {
         let mut p = SseParser::new();
-        assert!(p.push(b"event: job\ndata: {\"partial\"").unwrap().is_empty());
+        assert!(p
+            .push(b"event: job\ndata: {\"partial\"")
+            .unwrap()
+            .is_empty());
         assert!(p.push(b": true}\n").unwrap().is_empty());
         assert_eq!(
             p.push(b"\n").unwrap(),
