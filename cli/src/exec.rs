@@ -12,10 +12,10 @@ use agora_protocol::{
     validate, ContentId, ExecutorSpec, JobSpec, NodeKey, Replication, Resources, ResultBundle,
 };
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde::Serialize;
 
-use crate::units::{parse_duration, parse_size};
+use crate::jobopts::{milli_cpus, read_file, write_output, RunOpts};
 
 /// Which sandbox `agora exec` uses.
 #[derive(Debug, Subcommand)]
@@ -45,43 +45,6 @@ pub enum ExecCommand {
     },
 }
 
-/// Options shared by every way of running a job.
-#[derive(Debug, Args)]
-pub struct RunOpts {
-    /// File whose bytes are fed to the program's stdin.
-    #[arg(long, value_name = "FILE")]
-    pub stdin: Option<PathBuf>,
-    /// An input file visible read-only as /in/NAME (repeatable).
-    #[arg(long = "input", value_name = "NAME=FILE")]
-    pub inputs: Vec<String>,
-    /// A file the program writes under /out that is part of the result
-    /// (repeatable). Only declared outputs are returned and hashed.
-    #[arg(long = "output", value_name = "PATH")]
-    pub outputs: Vec<String>,
-    /// Directory where declared outputs are written.
-    #[arg(long, value_name = "DIR")]
-    pub output_dir: Option<PathBuf>,
-    /// Environment variable for the program (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Wall-clock limit.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub timeout: std::time::Duration,
-    /// Memory limit (e.g. 64MiB, 1GiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    pub memory: u64,
-    /// Wasm fuel budget (roughly, instructions); unlimited if absent.
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    /// Cap on stdout, stderr and each output file.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
-    pub max_output: u64,
-    /// Print a JSON summary (exit code, result hash, sizes) instead of the
-    /// program's stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// The `--json` summary of a run.
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
@@ -102,20 +65,11 @@ struct OutputSummary {
     sha256: String,
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
-}
-
-fn split_pair<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
-    s.split_once('=')
-        .ok_or_else(|| anyhow::anyhow!("{flag} expects NAME=VALUE, got '{s}'"))
-}
-
 /// Runs `agora exec` and returns the process exit code.
 pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
     let (executor_spec, opts, args, milli_cpus, module) = match cmd {
         ExecCommand::Wasm { module, opts, args } => {
-            let bytes = read(&module, "module")?;
+            let bytes = read_file(&module, "module")?;
             let spec = ExecutorSpec::Wasm {
                 module: ContentId::of(&bytes),
             };
@@ -127,33 +81,26 @@ pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
             cpus,
             cmd,
         } => {
-            if !(cpus > 0.0 && cpus <= 256.0) {
-                anyhow::bail!("--cpus must be between 0.01 and 256, got {cpus}");
-            }
+            let milli_cpus = milli_cpus(cpus)?;
             let docker = docker(data_dir).await?;
             let digest = docker.resolve_image(&image).await?;
             let spec = ExecutorSpec::Docker { image, digest };
-            (spec, opts, cmd, (cpus * 1000.0).round() as u32, Vec::new())
+            (spec, opts, cmd, milli_cpus, Vec::new())
         }
     };
 
     let stdin = match &opts.stdin {
-        Some(p) => read(p, "stdin file")?,
+        Some(p) => read_file(p, "stdin file")?,
         None => Vec::new(),
     };
     let mut inputs = BTreeMap::new();
     let mut input_ids = BTreeMap::new();
-    for pair in &opts.inputs {
-        let (name, file) = split_pair(pair, "--input")?;
-        let bytes = read(Path::new(file), "input file")?;
-        input_ids.insert(name.to_owned(), ContentId::of(&bytes));
-        inputs.insert(name.to_owned(), bytes);
+    for (name, file) in opts.input_files()? {
+        let bytes = read_file(&file, "input file")?;
+        input_ids.insert(name.clone(), ContentId::of(&bytes));
+        inputs.insert(name, bytes);
     }
-    let mut env = BTreeMap::new();
-    for pair in &opts.env {
-        let (k, v) = split_pair(pair, "--env")?;
-        env.insert(k.to_owned(), v.to_owned());
-    }
+    let env = opts.env_map()?;
     let spec = JobSpec {
         executor: executor_spec,
         args,
@@ -164,7 +111,7 @@ pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
         resources: Resources {
             milli_cpus,
             memory_bytes: opts.memory,
-            timeout_ms: u64::try_from(opts.timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: opts.timeout_ms(),
             fuel: opts.fuel,
             max_output_bytes: opts.max_output,
         },
@@ -222,17 +169,10 @@ async fn docker(data_dir: &Path) -> Result<DockerExecutor> {
     .await?)
 }
 
-/// Writes declared outputs under `dir`. Paths were validated as relative
-/// without `..`, so they stay inside `dir`.
+/// Writes declared outputs under `dir`.
 fn write_outputs(dir: &Path, bundle: &ResultBundle) -> Result<()> {
     for (path, data) in &bundle.outputs {
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&target, data)
-            .with_context(|| format!("cannot write {}", target.display()))?;
+        write_output(dir, path, data)?;
     }
     Ok(())
 }

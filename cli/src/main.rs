@@ -11,7 +11,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod exec;
+mod job;
+mod jobopts;
 mod node;
+mod run;
 mod units;
 
 /// agora runs your program on independent machines of a peer-to-peer
@@ -43,6 +46,19 @@ enum Command {
     /// errors (missing file, image absent, a limit exceeded) exit with 125.
     #[command(subcommand)]
     Exec(exec::ExecCommand),
+    /// Run a job on the network: n executors run it and the result is
+    /// accepted when k of them sign the same one.
+    ///
+    /// Needs a running daemon (`agora daemon`). Shows progress on stderr,
+    /// then prints the verified stdout, writes outputs to --output-dir and
+    /// exits with the job's exit code. A failed or cancelled job, or
+    /// agora's own error, exits with 125; Ctrl-C stops waiting (the job
+    /// goes on) and exits with 130.
+    #[command(subcommand)]
+    Run(run::RunCommand),
+    /// Inspect, fetch or cancel the jobs submitted through the daemon.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Run a node: join the network, advertise this machine's sandboxes
     /// and serve the control API, until SIGINT or SIGTERM.
     ///
@@ -89,6 +105,8 @@ async fn run(cli: Cli) -> Result<i32> {
     let (dir, log) = (cli.data_dir, cli.log_format);
     match cli.command {
         Command::Exec(cmd) => exec::run(cmd, &client_setup(dir, log)?).await,
+        Command::Run(cmd) => run::run(cmd, &client_setup(dir, log)?).await,
+        Command::Job(cmd) => job::run(cmd, &client_setup(dir, log)?).await,
         Command::Daemon(args) => daemon(args, dir, log).await,
         Command::Id(args) => node::id(args, &client_setup(dir, log)?).await,
         Command::Peers(args) => node::peers(args, &client_setup(dir, log)?).await,

@@ -51,13 +51,27 @@ pub struct DaemonArgs {
     fault: Option<String>,
 }
 
-/// Flags of the commands that query a daemon.
+/// How a client command finds its daemon.
 #[derive(Debug, Args)]
-pub struct QueryArgs {
+pub struct ApiOpt {
     /// The daemon's control API address; default: the address in
     /// DATA_DIR/api.addr.
     #[arg(long, env = "AGORA_API", value_name = "ADDR")]
     api: Option<String>,
+}
+
+impl ApiOpt {
+    /// A client of the daemon, with the token of `data_dir`.
+    pub fn client(&self, data_dir: &Path) -> Result<ApiClient> {
+        client(self.api.as_deref(), data_dir)
+    }
+}
+
+/// Flags of the commands that query a daemon.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    api: ApiOpt,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -173,20 +187,25 @@ fn client(api: Option<&str>, data_dir: &Path) -> Result<ApiClient> {
     Ok(ApiClient::new(addr, token))
 }
 
+/// `e` for a human: a refused connection means no daemon runs there.
+pub fn explain(e: ClientError, data_dir: &Path) -> anyhow::Error {
+    match e {
+        ClientError::Connect { addr, .. } => not_running(&addr.to_string(), data_dir),
+        e => e.into(),
+    }
+}
+
 async fn fetch<T: serde::de::DeserializeOwned>(
     args: &QueryArgs,
     data_dir: &Path,
     path: &str,
 ) -> Result<T> {
-    let c = client(args.api.as_deref(), data_dir)?;
-    match c.get_json(path).await {
-        Ok(v) => Ok(v),
-        Err(ClientError::Connect { addr, .. }) => Err(not_running(&addr.to_string(), data_dir)),
-        Err(e) => Err(e.into()),
-    }
+    let c = args.api.client(data_dir)?;
+    c.get_json(path).await.map_err(|e| explain(e, data_dir))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+/// Prints `v` as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -265,7 +284,7 @@ pub async fn nodes(args: QueryArgs, data_dir: &Path) -> Result<i32> {
 }
 
 /// `12D3Koo…abcdef`: enough to tell peers apart in a table.
-fn short_peer(id: &str) -> String {
+pub fn short_peer(id: &str) -> String {
     let chars: Vec<char> = id.chars().collect();
     if chars.len() <= 16 {
         return id.to_owned();
@@ -275,7 +294,8 @@ fn short_peer(id: &str) -> String {
     format!("{head}…{tail}")
 }
 
-fn human_bytes(b: u64) -> String {
+/// `b` bytes with a binary unit, e.g. `1.5 MiB`.
+pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut unit = 0;
@@ -320,7 +340,8 @@ fn node_row(n: &NodeInfo) -> Vec<String> {
     ]
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+/// Prints an aligned table with a header row on stdout.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -84,6 +84,9 @@ pub struct DaemonConfig {
     /// Deliberate misbehaviour as executor, for testing byzantine
     /// tolerance; refused unless `testnet`.
     pub fault: Option<Fault>,
+    /// Choose executors ignoring reputation. Not a flag or file key: the
+    /// collusion benchmark sets it to measure what reputation buys.
+    pub uniform_selection: bool,
 }
 
 /// Default [`DaemonConfig::blob_budget_bytes`]: 10 GiB.
@@ -249,6 +252,7 @@ impl DaemonConfig {
             blob_budget_bytes: DEFAULT_BLOB_BUDGET,
             testnet: false,
             fault: None,
+            uniform_selection: false,
         }
     }
 

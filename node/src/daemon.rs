@@ -514,6 +514,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             memory_bytes: memory,
             cpu_cores: cores,
             fault: config.fault.clone(),
+            uniform_selection: config.uniform_selection,
             ..JobsConfig::default()
         },
         JobsDeps {

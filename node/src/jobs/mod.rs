@@ -77,6 +77,9 @@ pub struct JobsConfig {
     pub cpu_cores: u32,
     /// Deliberate misbehaviour as executor (testnets only).
     pub fault: Option<fault::Fault>,
+    /// Choose executors ignoring reputation (benchmarks measure what
+    /// reputation buys; never set in normal operation).
+    pub uniform_selection: bool,
 }
 
 impl Default for JobsConfig {
@@ -91,6 +94,7 @@ impl Default for JobsConfig {
             memory_bytes: 1024 * 1024 * 1024,
             cpu_cores: 1,
             fault: None,
+            uniform_selection: false,
         }
     }
 }

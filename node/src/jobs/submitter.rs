@@ -22,6 +22,7 @@ use agora_protocol::{
     TOPIC_VERDICTS,
 };
 use agora_verifier::quorum::{Decision, Failure, Quorum};
+use agora_verifier::reputation::{ReputationBook, ReputationConfig};
 use agora_verifier::select::{select_executors, Candidate};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -120,6 +121,8 @@ struct JobTask {
     publish_error: Option<String>,
     /// Errors of executors that ran the job and saw it fail.
     job_errors: Vec<String>,
+    /// The final event, sent once the record is persisted.
+    final_event: Option<JobEvent>,
     rx: mpsc::Receiver<JobInput>,
     events: broadcast::Sender<JobEvent>,
     /// The whole job must be decided by then (ms since the Unix epoch).
@@ -200,6 +203,7 @@ pub(crate) fn start(ctx: &Arc<Ctx>, rec: JobRecordDb, spec: JobSpec, quorum: Quo
         last_window_bids: None,
         publish_error: None,
         job_errors: Vec::new(),
+        final_event: None,
         rx,
         events,
         deadline_ms,
@@ -345,10 +349,16 @@ impl JobTask {
         }
         let picked = {
             let cands: Vec<Candidate> = self.pool.values().copied().collect();
-            let book = lock(&self.ctx.reputation);
             let seed = u64::from_le_bytes(self.id().as_bytes()[..8].try_into().unwrap_or([0; 8]))
                 ^ self.rec.executors.len() as u64;
-            select_executors(&cands, &book, how_many, &self.ctx.me, &self.used(), seed)
+            if self.ctx.cfg.uniform_selection {
+                // Benchmarks compare against selection blind to reputation.
+                let blank = ReputationBook::new(ReputationConfig::default());
+                select_executors(&cands, &blank, how_many, &self.ctx.me, &self.used(), seed)
+            } else {
+                let book = lock(&self.ctx.reputation);
+                select_executors(&cands, &book, how_many, &self.ctx.me, &self.used(), seed)
+            }
         };
         for peer in &picked {
             self.pool.remove(peer);
@@ -1002,15 +1012,24 @@ impl JobTask {
         };
         debug!(kind, peer = ?peer, detail = %ev.detail, "job event");
         self.rec.push_event(ev.clone());
-        // Nobody may be listening.
-        let _ = self.events.send(ev);
+        if ev.state.is_final() {
+            // Announced once the record is on disk, so whoever reacts to
+            // it (fetching the result) finds the record final.
+            self.final_event = Some(ev);
+        } else {
+            // Nobody may be listening.
+            let _ = self.events.send(ev);
+        }
     }
 
     /// Flushes the record; a store failure is logged, and the job goes on
     /// (a restart would then resume from the last good write).
-    async fn persist(&self) {
+    async fn persist(&mut self) {
         if let Err(e) = self.ctx.db.put_job(&self.rec).await {
             warn!(error = %e, "cannot persist the job record");
+        }
+        if let Some(ev) = self.final_event.take() {
+            let _ = self.events.send(ev);
         }
     }
 }
