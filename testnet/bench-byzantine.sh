@@ -32,7 +32,7 @@ for r in c["rows"]:
     lines.append(f"| {r['k']}-of-{r['n']} | {r['selection']} | {r['jobs']} | {r['verified']} | {r['wrong']} ({rate:.1f}%) | {r['failed']} | {r['executions']/r['jobs']:.2f} |")
 lines += [
     "",
-    "At 2-of-3 two colluders win whenever both are drawn for the same job. Reputation only helps against them once they are caught disagreeing with honest majorities (one colluder drawn with two honest executors); when the pair wins, the honest third executor is the one recorded as disagreeing. At 3-of-5 two colluders can never reach k on their own.",
+    "Without reputation the pair wins whenever both are drawn for one job: C(5,1)/C(7,3) = 14.3% of jobs expected. With reputation each colluder loses 10 points whenever it is drawn with two honest executors (the likelier draw) and is excluded after six such disagreements, so the pair can only win during the first jobs of a network's life, while all scores are still equal; a run can show a few such early wins or none. When the pair does win, the honest third executor is the one recorded as disagreeing: majority voting cannot tell, and reputation does not undo it. At 3-of-5 two colluders can never reach k on their own.",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
 PY
