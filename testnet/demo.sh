@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # The README's first command: builds everything agora needs, starts a local
-# network (a bootstrap node and 3 daemons on loopback, each given only the
-# bootstrap's address), shows that the nodes found each other, and runs a
-# real Wasm job and a real Docker job in agora's sandboxes.
-#
-# Today the jobs run through `agora exec` on this machine (the same sandbox
-# and limits an executor applies). When the network job lifecycle lands,
-# this script submits them to the network for 2-of-3 verification instead.
+# network (a bootstrap node and 5 daemons on loopback, each given only the
+# bootstrap's address), then submits a Wasm job and a Docker job from node 5
+# for 2-of-3 verification: three other nodes run each job, and the output is
+# accepted only when two of them signed the same result hash. Prints the
+# verified outputs and the executors that agreed, then stops the network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,26 +20,35 @@ trap net_cleanup EXIT
 
 base=${BASE_PORT:-27400}
 echo
-echo "== local network: 1 bootstrap + 3 nodes on 127.0.0.1"
+echo "== local network: 1 bootstrap + 5 nodes on 127.0.0.1"
 start_bootstrap "$base"
 echo "bootstrap: $boot"
-for i in 1 2 3; do start_daemon "$i" $((base + i)) $((base + 100 + i)); done
-wait_online 1 2 120
-wait_online 3 2 60
-"$agora" --data-dir "$work/n1" nodes
+for i in 1 2 3 4 5; do start_daemon "$i" $((base + i)) $((base + 100 + i)); done
+for i in 1 2 3 4 5; do wait_online "$i" 4 120; done
+"$agora" --data-dir "$work/n5" nodes
 
 echo
-echo "== Wasm job: hello.wasm (compiled from C), with args, env and stdin"
+echo "== Wasm job from node 5, verified 2-of-3: hello.wasm (compiled from C) with args, env and stdin"
 printf 'some input\n' >"$work/stdin.txt"
-"$agora" --data-dir "$work/n1" exec wasm testnet/fixtures/build/hello.wasm \
+"$agora" --data-dir "$work/n5" run wasm testnet/fixtures/build/hello.wasm -n 3 -k 2 \
   --stdin "$work/stdin.txt" -e GREETING=hello --timeout 10s --memory 32MiB -- demo-arg
-"$agora" --data-dir "$work/n1" exec wasm testnet/fixtures/build/hello.wasm --json \
-  --stdin "$work/stdin.txt" -e GREETING=hello -- demo-arg | grep -E '"(exit_code|result_hash)"'
 
 echo
-echo "== Docker job: agora-busybox (no network, read-only root, non-root user)"
-"$agora" --data-dir "$work/n1" exec docker agora-busybox:latest --timeout 10s --memory 32MiB -- \
+echo "== Docker job from node 5, verified 2-of-3: agora-busybox (no network, read-only root, non-root user)"
+"$agora" --data-dir "$work/n5" run docker agora-busybox:latest -n 3 -k 2 --timeout 10s --memory 32MiB -- \
   sh -c 'echo "hello from $(uname -s) as uid $(id -u)"; if wget -q -T 1 -O - http://127.0.0.1 >/dev/null 2>&1; then echo network reachable; else echo "no network, as required"; fi'
 
 echo
-echo "== done: the network found itself from one bootstrap address, and both jobs ran in agora's sandboxes."
+echo "== the jobs as node 5 recorded them"
+"$agora" --data-dir "$work/n5" job list
+last=$("$agora" --data-dir "$work/n5" job list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
+"$agora" --data-dir "$work/n5" job status "$last"
+
+echo
+echo "== node 5's opinion of the executors, from its own verdicts"
+"$agora" --data-dir "$work/n5" reputation
+echo "== node 1's, from the verdicts node 5 gossiped"
+"$agora" --data-dir "$work/n1" reputation
+
+echo
+echo "== done: both jobs ran on three other nodes and were accepted when two of them signed the same result."

@@ -14,6 +14,7 @@ mod exec;
 mod job;
 mod jobopts;
 mod node;
+mod reputation;
 mod run;
 mod units;
 
@@ -70,6 +71,9 @@ enum Command {
     Peers(node::QueryArgs),
     /// List the nodes the running daemon has heard from, online first.
     Nodes(node::QueryArgs),
+    /// Show the daemon's opinion of its peers: score, agreements,
+    /// disagreements, misses, exclusion and where the evidence came from.
+    Reputation(reputation::ReputationArgs),
 }
 
 /// Exit code for agora's own failures, as `docker run` uses it.
@@ -111,6 +115,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Id(args) => node::id(args, &client_setup(dir, log)?).await,
         Command::Peers(args) => node::peers(args, &client_setup(dir, log)?).await,
         Command::Nodes(args) => node::nodes(args, &client_setup(dir, log)?).await,
+        Command::Reputation(args) => reputation::run(args, &client_setup(dir, log)?).await,
     }
 }
 

@@ -243,7 +243,8 @@ pub struct ExecutorRecord {
     /// Assignment attempt (0 for the first n, then re-dispatches and
     /// escalations).
     pub attempt: u32,
-    /// `running`, `answered`, `missed` or `crashed`.
+    /// `running`, `answered`, `missed`, `crashed` or `released` (still
+    /// running when the job was decided).
     pub state: String,
     /// The result hash it signed, once answered.
     pub result_hash: Option<String>,

@@ -295,6 +295,7 @@ impl Jobs {
         let book = lock(&self.ctx.reputation).clone_records();
         let mut rows: Vec<ReputationInfo> = book
             .into_iter()
+            .filter(|(p, _, _)| *p != self.ctx.me)
             .filter(|(p, _, _)| prefix.is_none_or(|x| p.to_base58().starts_with(x)))
             .map(|(peer, rec, excluded)| {
                 let evidence = self

@@ -62,7 +62,7 @@ pub struct StoredExecutor {
     pub peer: PeerId,
     /// Assignment attempt.
     pub attempt: u32,
-    /// `running`, `answered`, `missed` or `crashed`.
+    /// Where it stands.
     pub state: ExecutorState,
     /// When assigned (ms since the Unix epoch).
     pub assigned_at_ms: u64,
@@ -90,6 +90,8 @@ pub enum ExecutorState {
     Missed,
     /// Failed or unreachable.
     Crashed,
+    /// Still running when the job was decided; its answer was not needed.
+    Released,
 }
 
 impl ExecutorState {
@@ -100,6 +102,7 @@ impl ExecutorState {
             Self::Answered => "answered",
             Self::Missed => "missed",
             Self::Crashed => "crashed",
+            Self::Released => "released",
         }
     }
 }

@@ -826,7 +826,7 @@ impl JobTask {
             }
             Decision::Pending | Decision::NeedMore { .. } => return,
         }
-        self.rec.finished_at_ms = Some(unix_now_ms());
+        self.release_running();
         if let Some(v) = self.quorum.verdict(unix_now_ms()) {
             let signed = self.ctx.key.sign(&v);
             if let Err(e) =
@@ -844,11 +844,24 @@ impl JobTask {
         }
     }
 
+    /// Marks the job finished now; executors still running are released
+    /// (their answers are no longer needed).
+    fn release_running(&mut self) {
+        let now = unix_now_ms();
+        for e in &mut self.rec.executors {
+            if e.state == ExecutorState::Running {
+                e.state = ExecutorState::Released;
+                e.ended_at_ms = Some(now);
+            }
+        }
+        self.rec.finished_at_ms = Some(now);
+    }
+
     /// Ends the job as failed with `why`.
     async fn fail(&mut self, why: String) {
         info!(reason = %why, "job failed");
         self.rec.reason = Some(why.clone());
-        self.rec.finished_at_ms = Some(unix_now_ms());
+        self.release_running();
         self.set_state(JobState::Failed);
         self.event("failed", None, why);
         if let Some(v) = self.quorum.verdict(unix_now_ms()) {
