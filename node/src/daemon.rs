@@ -45,8 +45,10 @@ use crate::executor::ExecError;
 use crate::identity::{self, IdentityError, IDENTITY_FILE};
 use crate::jobs::dispatch::OfferValidator;
 use crate::jobs::{Jobs, JobsConfig, JobsDeps, JobsError};
+use crate::network::adverts::{lock_book, unix_now_ms};
 use crate::network::adverts::{run_advert_loop, AdvertConfig, AdvertValidator, SharedPeerBook};
 use crate::network::peerbook::PeerBook;
+use crate::network::peerstore;
 use crate::network::{
     Network, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, TopicValidators,
 };
@@ -63,6 +65,8 @@ const BLOB_GC_INTERVAL: Duration = Duration::from_secs(300);
 const DOCKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the advertised Docker image list is refreshed.
 const DOCKER_REFRESH: Duration = Duration::from_secs(60);
+/// How often the peer book is written to the store.
+const PEER_BOOK_SAVE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for tasks before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -372,6 +376,32 @@ async fn start_docker(data_dir: &Path, peer: PeerId) -> Option<(DockerExecutor, 
     Some((docker, images))
 }
 
+/// Saves the peer book every [`PEER_BOOK_SAVE`] and once more at shutdown.
+async fn save_peer_book(book: SharedPeerBook, tree: sled::Tree, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(PEER_BOOK_SAVE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let last = tokio::select! {
+            biased;
+            () = cancel.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let snapshot = lock_book(&book).clone();
+        let tree = tree.clone();
+        match tokio::task::spawn_blocking(move || peerstore::save(&snapshot, &tree, unix_now_ms()))
+            .await
+        {
+            Ok(Ok(n)) => debug!(nodes = n, "peer book saved"),
+            Ok(Err(e)) => warn!(error = %e, "cannot save the peer book"),
+            Err(e) => warn!(error = %e, "peer book save task failed"),
+        }
+        if last {
+            break;
+        }
+    }
+}
+
 /// Keeps the remote address of every connected peer, for `/api/v1/peers`.
 async fn track_peer_addrs(
     mut events: tokio::sync::broadcast::Receiver<NetworkEvent>,
@@ -443,7 +473,17 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let registry = prometheus::Registry::new();
-    let book: SharedPeerBook = Arc::new(Mutex::new(PeerBook::default()));
+    let peer_tree = db.open_tree("peerbook").map_err(|e| DaemonError::Store {
+        path: data_dir.join(STORE_DIR),
+        reason: e.to_string(),
+    })?;
+    let mut restored = PeerBook::default();
+    let n = peerstore::load(&mut restored, &peer_tree);
+    if n > 0 {
+        info!(nodes = n, "peer book restored");
+    }
+    let book: SharedPeerBook = Arc::new(Mutex::new(restored));
+    tasks.spawn(save_peer_book(book.clone(), peer_tree, cancel.clone()));
     let agent_version = format!("agora/{}", env!("CARGO_PKG_VERSION"));
 
     let mut net_cfg = NetworkConfig::new(key.clone());

@@ -29,6 +29,7 @@ pub mod adverts;
 mod behaviour;
 pub mod metrics;
 pub mod peerbook;
+pub mod peerstore;
 pub mod ratelimit;
 pub mod rpc;
 

@@ -69,7 +69,7 @@ pub enum PeerBookError {
 }
 
 /// The peer book. See the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PeerBook {
     /// Latest record per node.
     peers: HashMap<PeerId, PeerRecord>,
