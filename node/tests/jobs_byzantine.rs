@@ -82,27 +82,30 @@ async fn liars_are_outvoted_excluded_and_known_from_gossip() {
             row.disagreed >= 1,
             "the liar was given work and caught: {row:#?}"
         );
-        // The job in which it was caught for the last time is the last job
-        // it was ever assigned.
+        // No work after it was excluded: once its last disagreement made
+        // it excluded, at most the jobs already in flight in that wave
+        // could still name it.
         let assigned: Vec<usize> = records
             .iter()
             .enumerate()
             .filter(|(_, r)| r.executors.iter().any(|e| &e.peer_id == liar))
             .map(|(i, _)| i)
             .collect();
-        let disagreed = records
+        let caught: Vec<usize> = records
             .iter()
-            .filter(|r| {
+            .enumerate()
+            .filter(|(_, r)| {
                 r.executors
                     .iter()
                     .any(|e| &e.peer_id == liar && e.agrees == Some(false))
             })
-            .count() as u64;
-        assert_eq!(disagreed, row.disagreed);
-        let last = *assigned.last().unwrap();
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(caught.len() as u64, row.disagreed);
+        let (last_assigned, last_caught) = (*assigned.last().unwrap(), *caught.last().unwrap());
         assert!(
-            last < 100 - 10,
-            "liar {liar} still got work late in the run (job #{last})"
+            last_assigned < last_caught + WAVE,
+            "liar {liar} got work in job #{last_assigned} after being excluded at job #{last_caught}"
         );
     }
 

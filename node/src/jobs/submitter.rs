@@ -48,6 +48,11 @@ const MAX_OFFERS: u32 = 8;
 /// Time an executor gets beyond the job's own timeout: fetching blobs,
 /// queueing, reporting.
 pub const ASSIGN_GRACE: Duration = Duration::from_secs(30);
+/// First pause before offering again to a network whose capable nodes
+/// are all busy; it doubles up to [`BUSY_RETRY_MAX`].
+const BUSY_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest such pause.
+const BUSY_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Wait after a disconnect before checking the executor is gone.
 const OFFLINE_CHECK_DELAY: Duration = Duration::from_millis(500);
 /// How long the liveness ping may take.
@@ -123,6 +128,10 @@ struct JobTask {
     job_errors: Vec<String>,
     /// The final event, sent once the record is persisted.
     final_event: Option<JobEvent>,
+    /// When to offer again to a busy network.
+    retry_at: Option<Instant>,
+    /// Offers made to a busy network so far.
+    busy_retries: u32,
     rx: mpsc::Receiver<JobInput>,
     events: broadcast::Sender<JobEvent>,
     /// The whole job must be decided by then (ms since the Unix epoch).
@@ -204,6 +213,8 @@ pub(crate) fn start(ctx: &Arc<Ctx>, rec: JobRecordDb, spec: JobSpec, quorum: Quo
         publish_error: None,
         job_errors: Vec::new(),
         final_event: None,
+        retry_at: None,
+        busy_retries: 0,
         rx,
         events,
         deadline_ms,
@@ -383,6 +394,31 @@ impl JobTask {
         let last_had_bids = self.last_window_bids.is_none_or(|b| b > 0);
         if self.rec.offers < MAX_OFFERS && last_had_bids {
             self.offer().await;
+            return Ok(());
+        }
+        // Nobody bid, yet capable nodes are online: they are busy (a full
+        // node does not bid). Offer again after a growing pause, until the
+        // job's deadline; only a network with no capable node fails now.
+        if !last_had_bids && self.capable_count() > 0 && unix_now_ms() < self.deadline_ms {
+            match self.retry_at {
+                Some(at) if Instant::now() < at => {}
+                Some(_) => {
+                    self.retry_at = None;
+                    self.offer().await;
+                }
+                None => {
+                    let pause = BUSY_RETRY_MIN
+                        .saturating_mul(1 << self.busy_retries.min(5))
+                        .min(BUSY_RETRY_MAX);
+                    self.busy_retries += 1;
+                    self.retry_at = Some(Instant::now() + pause);
+                    self.event(
+                        "waiting",
+                        None,
+                        format!("every capable node is busy; offering again in {pause:?}"),
+                    );
+                }
+            }
             return Ok(());
         }
         if self.quorum.running().is_empty() {
@@ -781,6 +817,9 @@ impl JobTask {
         }
         if let Some(w) = &self.window {
             wake = wake.min(if now < w.soft { w.soft } else { w.hard });
+        }
+        if let Some(at) = self.retry_at {
+            wake = wake.min(at);
         }
         wake
     }

@@ -7,10 +7,10 @@
 //! queue_len` are accepted. A restarted worker finishes what it had
 //! accepted if the deadline still allows, and otherwise reports it failed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agora_protocol::{
     codec, validate, Attestation, Bid, ContentId, ExecutorSpec, JobSpec, PeerId, Signed,
@@ -39,6 +39,8 @@ const BID_MEMORY: usize = 4096;
 const MAX_ERROR_CHARS: usize = 2048;
 /// How long after the deadline a result is still offered to the submitter.
 const DELIVERY_GRACE_MS: u64 = 60_000;
+/// How long a bid holds a place for its job.
+const PROMISE: Duration = Duration::from_secs(5);
 /// Longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -59,6 +61,9 @@ pub(crate) struct WorkerState {
     running: AtomicU32,
     /// Jobs bid on recently, oldest first.
     bid_on: Mutex<(VecDeque<ContentId>, HashSet<ContentId>)>,
+    /// Bids not yet answered by an assignment, with when they lapse: a bid
+    /// promises a place, so the node never bids beyond its capacity.
+    promised: Mutex<HashMap<ContentId, Instant>>,
 }
 
 impl WorkerState {
@@ -81,6 +86,7 @@ impl WorkerState {
             accepted: Mutex::new(HashSet::new()),
             running: AtomicU32::new(0),
             bid_on: Mutex::new((VecDeque::new(), HashSet::new())),
+            promised: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,14 +121,38 @@ impl WorkerState {
         (self.max_jobs + self.queue_len) as usize
     }
 
-    /// Takes a place for `job`; false when full (or already taken).
+    /// Takes a place for `job`; false when full (or already taken). A
+    /// place promised by a bid on `job` becomes this one.
     fn reserve(&self, job: ContentId) -> bool {
+        let promised = {
+            let mut p = lock(&self.promised);
+            p.remove(&job);
+            p.len()
+        };
         let mut acc = lock(&self.accepted);
-        acc.len() < self.limit() && acc.insert(job)
+        acc.len() + promised < self.limit() && acc.insert(job)
+    }
+
+    /// Promises a place to `job` for a bid; false when every place is
+    /// taken or promised.
+    fn promise(&self, job: ContentId) -> bool {
+        let now = Instant::now();
+        let mut p = lock(&self.promised);
+        p.retain(|_, until| *until > now);
+        if lock(&self.accepted).len() + p.len() >= self.limit() {
+            return false;
+        }
+        p.insert(job, now + PROMISE);
+        true
     }
 
     fn release(&self, job: &ContentId) {
         lock(&self.accepted).remove(job);
+    }
+
+    /// Whether this node already bid on `job`.
+    fn has_bid(&self, job: ContentId) -> bool {
+        lock(&self.bid_on).1.contains(&job)
     }
 
     /// Records that `job` was bid on; false if it already was.
@@ -167,7 +197,8 @@ pub(crate) fn on_offer(ctx: &Arc<Ctx>, data: &[u8], source: Option<PeerId>) {
     if offer.submitter == ctx.me
         || unix_now_ms() > offer.bid_deadline_ms
         || w.can_run(offer.validated.spec()).is_some()
-        || lock(&w.accepted).len() >= w.limit()
+        || w.has_bid(offer.job)
+        || !w.promise(offer.job)
         || !w.first_bid(offer.job)
     {
         return;
