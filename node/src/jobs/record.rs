@@ -13,6 +13,11 @@ use std::collections::BTreeMap;
 use agora_protocol::codec;
 use agora_protocol::{Attestation, ContentId, JobSpec, PeerId, Signed, Verdict};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tracing::warn;
 
 use crate::api::types::{JobEvent, JobState};
 use crate::network::rpc::AttestReport;
@@ -216,11 +221,93 @@ pub struct WorkItem {
     pub state: WorkState,
 }
 
+/// Group commit: every caller of [`Flusher::flush`] takes a ticket after
+/// its write; one background task runs sled's blocking flush (fsync) and
+/// then releases every ticket taken before that flush began, so concurrent
+/// jobs share fsyncs instead of queueing for one each. (Not sled's
+/// `flush_async`: concurrent calls of it deadlock in sled 0.34,
+/// spacejam/sled#1308.)
+#[derive(Debug)]
+struct Flusher {
+    /// The store (the task holds no clone between flushes, so dropping the
+    /// last `JobDb` closes it).
+    db: sled::Db,
+    /// Tickets handed out.
+    taken: AtomicU64,
+    /// Highest ticket known durable.
+    done: watch::Receiver<u64>,
+    /// Wakes the flush task.
+    kick: Arc<Notify>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Wakes the task so it sees the store is gone and ends.
+        self.kick.notify_one();
+    }
+}
+
+/// Longest wait for a flush.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Flusher {
+    fn start(db: sled::Db) -> Arc<Self> {
+        let (tx, rx) = watch::channel(0u64);
+        let kick = Arc::new(Notify::new());
+        let f = Arc::new(Self {
+            db,
+            taken: AtomicU64::new(0),
+            done: rx,
+            kick: kick.clone(),
+        });
+        let weak = Arc::downgrade(&f);
+        tokio::spawn(async move {
+            loop {
+                kick.notified().await;
+                let Some(f) = weak.upgrade() else { break };
+                let upto = f.taken.load(Ordering::SeqCst);
+                let db = f.db.clone();
+                drop(f);
+                match tokio::task::spawn_blocking(move || db.flush()).await {
+                    Ok(Ok(_)) => {
+                        let _ = tx.send(upto);
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "flushing the store failed"),
+                    Err(e) => warn!(error = %e, "store flush task failed"),
+                }
+            }
+        });
+        f
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        self.kick.notify_one();
+        let mut done = self.done.clone();
+        let wait = async {
+            loop {
+                if *done.borrow_and_update() >= ticket {
+                    return Ok(());
+                }
+                match tokio::time::timeout(Duration::from_secs(1), done.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(StoreError::Task("the flush task stopped".into())),
+                    // A failed flush leaves the ticket pending: ask again.
+                    Err(_) => self.kick.notify_one(),
+                }
+            }
+        };
+        tokio::time::timeout(FLUSH_TIMEOUT, wait)
+            .await
+            .map_err(|_| StoreError::Task(format!("no flush within {FLUSH_TIMEOUT:?}")))?
+    }
+}
+
 /// The two trees.
 #[derive(Debug, Clone)]
 pub struct JobDb {
-    /// sled, for flushes.
-    db: sled::Db,
+    /// Makes writes durable, many at a time.
+    flusher: Arc<Flusher>,
     /// Submitted jobs by id.
     jobs: sled::Tree,
     /// Accepted assignments by job id.
@@ -231,7 +318,7 @@ impl JobDb {
     /// Opens (or creates) the trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
-            db: db.clone(),
+            flusher: Flusher::start(db.clone()),
             jobs: db.open_tree("jobs")?,
             work: db.open_tree("work")?,
         })
@@ -243,16 +330,9 @@ impl JobDb {
         self.flush().await
     }
 
-    /// Waits until every write so far is on disk. Not sled's
-    /// `flush_async`: concurrent calls of it deadlock in sled 0.34
-    /// (spacejam/sled#1308), so the blocking flush runs on the blocking
-    /// pool instead.
+    /// Waits until every write so far is on disk.
     async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(())
+        self.flusher.flush().await
     }
 
     /// Reads one job.

@@ -9,7 +9,7 @@
 //! every node, `IN_FLIGHT` at a time per node. Prints one JSON object.
 
 // The result is this program's output.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,17 +51,29 @@ fn job(module: &str) -> SubmitJob {
     }
 }
 
-/// Submits one job and waits for its final event; returns the record.
+/// Submits one job and waits for its final event; returns the record. The
+/// daemon ends API connections after a minute, so a stream that ends early
+/// is followed again (events repeat; only the final state matters).
 async fn run_one(c: &ApiClient, module: &str) -> Result<(JobRecord, Duration)> {
     let start = Instant::now();
     let rec: JobRecord = c.post_json("/api/v1/jobs", &job(module)).await?;
+    let path = format!("/api/v1/jobs/{}/events", rec.id);
     let mut last = None;
-    c.follow_events(&format!("/api/v1/jobs/{}/events", rec.id), |e| {
-        let done = e.state.is_final();
-        last = Some(e.state);
-        !done
-    })
-    .await?;
+    for _ in 0..60 {
+        let r = c
+            .follow_events(&path, |e| {
+                let done = e.state.is_final();
+                last = Some(e.state);
+                !done
+            })
+            .await;
+        if last.is_some_and(JobState::is_final) {
+            break;
+        }
+        if let Err(e) = r {
+            eprintln!("event stream of {} broke ({e}); following it again", rec.id);
+        }
+    }
     let took = start.elapsed();
     if last != Some(JobState::Verified) {
         let r: JobRecord = c.get_json(&format!("/api/v1/jobs/{}", rec.id)).await?;
