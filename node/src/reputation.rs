@@ -288,3 +288,125 @@ impl GossipValidator for VerdictValidator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agora_protocol::{Attestation, NodeKey, VerdictOutcome};
+    use agora_verifier::reputation::ReputationConfig;
+
+    use super::*;
+
+    fn attest(key: &NodeKey, job: ContentId, hash: &[u8]) -> Signed<Attestation> {
+        key.sign(&Attestation {
+            job,
+            result_hash: ContentId::of(hash),
+            exit_code: 0,
+            finished_at_ms: 1,
+        })
+    }
+
+    fn verdict(job: ContentId, atts: Vec<Signed<Attestation>>, accepted: &[u8]) -> Verdict {
+        Verdict {
+            job,
+            k: 2,
+            n: 3,
+            outcome: VerdictOutcome::Verified,
+            accepted: Some(ContentId::of(accepted)),
+            attestations: atts,
+            missed: vec![],
+            decided_at_ms: 1,
+        }
+    }
+
+    fn gossip(v: &VerdictValidator, signer: &NodeKey, data: &[u8]) -> Validation {
+        v.validate(&GossipMessage {
+            topic: TOPIC_VERDICTS,
+            data,
+            source: Some(signer.peer_id()),
+            propagation_source: signer.peer_id(),
+        })
+    }
+
+    #[test]
+    fn forged_verdicts_change_no_score_and_a_true_one_does() {
+        let book: SharedReputation =
+            Arc::new(Mutex::new(ReputationBook::new(ReputationConfig::default())));
+        let (tx, mut rx) = write_queue();
+        let v = VerdictValidator::new(book.clone(), tx);
+        let submitter = NodeKey::generate();
+        let (a, b, c) = (
+            NodeKey::generate(),
+            NodeKey::generate(),
+            NodeKey::generate(),
+        );
+        let job = ContentId::of(b"job");
+
+        // Fewer than k attestations back the accepted hash: c is framed.
+        let thin = verdict(
+            job,
+            vec![attest(&a, job, b"ok"), attest(&c, job, b"other")],
+            b"ok",
+        );
+        // A second supporter made up from a's signed attestation: a
+        // signature names its signer, so it counts as a's, not b's.
+        let stolen = attest(&a, job, b"ok");
+        let by_other = verdict(
+            job,
+            vec![attest(&a, job, b"ok"), stolen, attest(&c, job, b"bad")],
+            b"ok",
+        );
+        // A valid verdict, then its bytes with one flipped (bad signature).
+        let good = verdict(
+            job,
+            vec![
+                attest(&a, job, b"ok"),
+                attest(&b, job, b"ok"),
+                attest(&c, job, b"bad"),
+            ],
+            b"ok",
+        );
+        let mut tampered = submitter.sign(&good).encode();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+
+        for (what, data) in [
+            ("fewer than k", submitter.sign(&thin).encode()),
+            (
+                "attestation by someone else",
+                submitter.sign(&by_other).encode(),
+            ),
+            ("bad signature", tampered),
+        ] {
+            assert!(
+                matches!(gossip(&v, &submitter, &data), Validation::Reject(_)),
+                "{what} must be rejected"
+            );
+            assert!(lock(&book).is_empty(), "{what} changed the book");
+            assert!(rx.try_recv().is_err(), "{what} queued a write");
+        }
+        // Published by someone other than its signer.
+        let other = NodeKey::generate();
+        assert!(matches!(
+            gossip(&v, &other, &submitter.sign(&good).encode()),
+            Validation::Reject(_)
+        ));
+        assert!(lock(&book).is_empty());
+
+        assert_eq!(
+            gossip(&v, &submitter, &submitter.sign(&good).encode()),
+            Validation::Accept
+        );
+        let b = lock(&book);
+        assert!(
+            b.score(&c.peer_id()) < b.score(&a.peer_id()),
+            "the liar lost standing"
+        );
+        drop(b);
+        assert!(rx.try_recv().is_ok(), "the change is queued for the store");
+        // The same verdict again changes nothing more.
+        assert!(matches!(
+            gossip(&v, &submitter, &submitter.sign(&good).encode()),
+            Validation::Ignore(_)
+        ));
+    }
+}
