@@ -629,7 +629,7 @@ impl JobTask {
             "bid",
             Some(peer),
             format!(
-                "running {}/{}, queue {}",
+                "{} of {} places taken ({} queued)",
                 bid.running_jobs, bid.max_jobs, bid.queue_len
             ),
         );

@@ -171,13 +171,19 @@ impl WorkerState {
         true
     }
 
+    /// The bid for `job`. Capacity is what the node accepts (running
+    /// plus queue), since the bid itself holds a place: `running_jobs`
+    /// counts accepted assignments and `max_jobs` all places, so a node
+    /// whose sandboxes are busy but whose queue has room stays eligible,
+    /// while its load (accepted per sandbox slot) still ranks it below
+    /// idle nodes.
     fn bid_for(&self, job: ContentId) -> Bid {
         let accepted = self.active_count();
         let running = self.running.load(Ordering::Relaxed);
         Bid {
             job,
-            running_jobs: running,
-            max_jobs: self.max_jobs,
+            running_jobs: accepted,
+            max_jobs: u32::try_from(self.limit()).unwrap_or(u32::MAX),
             queue_len: accepted.saturating_sub(running),
             load_permille: accepted.saturating_mul(1000) / self.max_jobs,
         }
