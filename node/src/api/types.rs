@@ -178,6 +178,28 @@ pub struct SubmitJob {
     pub allow_local: bool,
 }
 
+impl SubmitJob {
+    /// A job for `executor` with every other field at its default.
+    pub fn new(executor: SubmitExecutor) -> Self {
+        Self {
+            executor,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            stdin: None,
+            inputs: BTreeMap::new(),
+            outputs: Vec::new(),
+            n: None,
+            k: None,
+            memory_bytes: None,
+            timeout_ms: None,
+            fuel: None,
+            milli_cpus: None,
+            max_output_bytes: None,
+            allow_local: false,
+        }
+    }
+}
+
 /// A job's state, as the submitter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

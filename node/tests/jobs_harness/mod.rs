@@ -194,22 +194,12 @@ impl Net {
 /// A Wasm job of `module` (already a blob on the submitting node).
 pub fn wasm_job(module: &str, n: u8, k: u8) -> SubmitJob {
     SubmitJob {
-        executor: SubmitExecutor::Wasm {
-            module: module.into(),
-        },
-        args: vec![],
-        env: Default::default(),
-        stdin: None,
-        inputs: Default::default(),
-        outputs: vec![],
         n: Some(n),
         k: Some(k),
-        memory_bytes: None,
         timeout_ms: Some(30_000),
-        fuel: None,
-        milli_cpus: None,
-        max_output_bytes: None,
-        allow_local: false,
+        ..SubmitJob::new(SubmitExecutor::Wasm {
+            module: module.into(),
+        })
     }
 }
 

@@ -118,20 +118,10 @@ async fn run(module: &[u8], jobs: usize, n: u8, k: u8, uniform: bool) -> Result<
         let mut ids = Vec::new();
         for _ in 0..WAVE.min(jobs - done) {
             let req = SubmitJob {
-                executor: SubmitExecutor::Wasm { module: m.clone() },
-                args: vec![],
-                env: Default::default(),
-                stdin: None,
-                inputs: Default::default(),
-                outputs: vec![],
                 n: Some(n),
                 k: Some(k),
-                memory_bytes: None,
                 timeout_ms: Some(10_000),
-                fuel: None,
-                milli_cpus: None,
-                max_output_bytes: None,
-                allow_local: false,
+                ..SubmitJob::new(SubmitExecutor::Wasm { module: m.clone() })
             };
             ids.push(sub.submit(req).await?.id);
         }

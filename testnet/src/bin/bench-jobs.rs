@@ -32,22 +32,12 @@ fn client(dir: &Path) -> Result<ApiClient> {
 
 fn job(module: &str) -> SubmitJob {
     SubmitJob {
-        executor: SubmitExecutor::Wasm {
-            module: module.into(),
-        },
-        args: vec![],
-        env: Default::default(),
-        stdin: None,
-        inputs: Default::default(),
-        outputs: vec![],
         n: Some(3),
         k: Some(2),
-        memory_bytes: None,
         timeout_ms: Some(10_000),
-        fuel: None,
-        milli_cpus: None,
-        max_output_bytes: None,
-        allow_local: false,
+        ..SubmitJob::new(SubmitExecutor::Wasm {
+            module: module.into(),
+        })
     }
 }
 
