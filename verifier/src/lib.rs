@@ -9,20 +9,29 @@
 //!   peer, updated from local verdicts and from gossiped verdicts whose
 //!   embedded attestations check out, weighted by trust in the reporter.
 //! - [`select`]: [`select_executors`], a seeded weighted draw of executors
-//!   favouring reputation and spare capacity.
+//!   favouring reputation and spare capacity, bounding newcomers per job
+//!   and spreading executors over subnets ([`SelectConfig`]).
+//! - [`adaptive`]: [`AdaptivePolicy`], opt-in adaptive replication: a job
+//!   runs on one executor with a long clean streak, with random spot checks
+//!   at full k-of-n.
+//! - [`sim`]: a seeded simulation of many jobs over these pieces, no
+//!   network; `examples/simulate.rs` runs it at full size.
 //!
 //! **Invariant:** pure state machines. No I/O, no tokio, no clock reads:
 //! time comes in as `now_ms` arguments, randomness as a seed. With
 //! `2k > n` at most one result hash ever reaches k in a quorum, and an
 //! executor that attested another hash is never counted as agreeing.
 
+pub mod adaptive;
 pub mod quorum;
 pub mod reputation;
 pub mod select;
+pub mod sim;
 
+pub use adaptive::{AdaptiveConfigError, AdaptivePolicy, PlanKind, ReplicationPlan};
 pub use quorum::{Decision, Ended, Failure, MoreReason, Quorum, QuorumConfigError, QuorumError};
 pub use reputation::{
     Observation, PeerRecord, ReputationBook, ReputationConfig, ScoreChange, VerdictEffect,
     VerdictError,
 };
-pub use select::{select_executors, Candidate};
+pub use select::{select_executors, select_executors_with, subnet_of, Candidate, SelectConfig};

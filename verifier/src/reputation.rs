@@ -78,6 +78,14 @@ pub struct PeerRecord {
     pub first_seen_ms: u64,
     /// When the record last changed (ms since the Unix epoch).
     pub last_seen_ms: u64,
+    /// Agreements in a row from this node's own verdicts since the peer
+    /// last disagreed or missed (from any evidence). Adaptive replication
+    /// trusts a peer to run jobs alone on the strength of this streak, so
+    /// only local evidence extends it: gossip could otherwise pump a
+    /// colluder's streak with made-up jobs. Defaults to 0 so records
+    /// persisted before it existed still decode.
+    #[serde(default)]
+    pub clean_streak: u64,
 }
 
 /// One piece of evidence about a peer.
@@ -249,6 +257,12 @@ impl ReputationBook {
         self.records.get(peer).map_or(self.start(), |r| r.score)
     }
 
+    /// Agreements in a row this node has seen from `peer`
+    /// ([`PeerRecord::clean_streak`]); 0 if unknown.
+    pub fn clean_streak(&self, peer: &PeerId) -> u64 {
+        self.records.get(peer).map_or(0, |r| r.clean_streak)
+    }
+
     /// Whether `peer` scores below the exclusion threshold.
     pub fn is_excluded(&self, peer: &PeerId) -> bool {
         self.score(peer) < self.config.exclusion_threshold
@@ -361,14 +375,15 @@ impl ReputationBook {
     }
 
     /// Applies one observation with the given weight. A new record is
-    /// made for an unknown peer; when the book is full only local evidence
-    /// may evict an old record, so gossip cannot flush what we learnt.
+    /// made for an unknown peer; when the book is full only `local`
+    /// evidence may evict an old record, so gossip cannot flush what we
+    /// learnt, and only local agreement extends the clean streak.
     fn update(
         &mut self,
         peer: PeerId,
         observation: Observation,
         weight_permille: u32,
-        may_evict: bool,
+        local: bool,
         now_ms: u64,
     ) -> Option<ScoreChange> {
         if weight_permille == 0 {
@@ -376,7 +391,7 @@ impl ReputationBook {
         }
         if !self.records.contains_key(&peer) {
             let full = self.records.len() >= self.config.max_peers;
-            if full && !(may_evict && self.make_room()) {
+            if full && !(local && self.make_room()) {
                 return None;
             }
             let start = self.start();
@@ -389,6 +404,7 @@ impl ReputationBook {
                     missed: 0,
                     first_seen_ms: now_ms,
                     last_seen_ms: now_ms,
+                    clean_streak: 0,
                 },
             );
         }
@@ -397,14 +413,19 @@ impl ReputationBook {
         let (step, sign) = match observation {
             Observation::Agreed => {
                 rec.agreed = rec.agreed.saturating_add(1);
+                if local {
+                    rec.clean_streak = rec.clean_streak.saturating_add(1);
+                }
                 (cfg.agree_bonus, 1i64)
             }
             Observation::Disagreed => {
                 rec.disagreed = rec.disagreed.saturating_add(1);
+                rec.clean_streak = 0;
                 (cfg.disagree_penalty, -1)
             }
             Observation::Missed => {
                 rec.missed = rec.missed.saturating_add(1);
+                rec.clean_streak = 0;
                 (cfg.missed_penalty, -1)
             }
         };
@@ -599,6 +620,7 @@ mod tests {
                 missed: 0,
                 first_seen_ms: 0,
                 last_seen_ms: 0,
+                clean_streak: 0,
             },
         );
         assert_eq!(b.score(&p), 1000);
@@ -858,6 +880,94 @@ mod tests {
     }
 
     #[test]
+    fn clean_streak_grows_on_local_agreement_only_and_resets_on_any_fault() {
+        let mut b = ReputationBook::default();
+        let p = key(1).peer_id();
+        assert_eq!(b.clean_streak(&p), 0);
+        for t in 0..3 {
+            b.observe(p, Observation::Agreed, t);
+        }
+        assert_eq!(b.clean_streak(&p), 3);
+        b.observe(p, Observation::Disagreed, 4);
+        assert_eq!(b.clean_streak(&p), 0);
+        b.observe(p, Observation::Agreed, 5);
+        b.observe(p, Observation::Missed, 6);
+        assert_eq!(b.clean_streak(&p), 0);
+        b.observe(p, Observation::Agreed, 7);
+        assert_eq!(b.clean_streak(&p), 1);
+
+        // Gossip praise moves the score but not the streak...
+        let ks: Vec<NodeKey> = (1..=3).map(key).collect();
+        let reporter = key(8);
+        let praise = verdict(
+            vec![att(&ks[0], job(), h("a")), att(&ks[1], job(), h("a"))],
+            Some(h("a")),
+        );
+        let before = b.score(&p);
+        b.apply_verdict(&signed_by(&reporter, praise), false, 8)
+            .unwrap();
+        assert!(b.score(&p) > before);
+        assert_eq!(b.clean_streak(&p), 1);
+        // ...while gossiped blame resets it.
+        let blame = Verdict {
+            job: h("job2"),
+            ..verdict(
+                vec![
+                    att(&ks[0], h("job2"), h("b")),
+                    att(&ks[1], h("job2"), h("a")),
+                    att(&ks[2], h("job2"), h("a")),
+                ],
+                Some(h("a")),
+            )
+        };
+        b.apply_verdict(&signed_by(&reporter, blame), false, 9)
+            .unwrap();
+        assert_eq!(b.clean_streak(&p), 0);
+        // A local verdict extends it.
+        let local = Verdict {
+            job: h("job3"),
+            ..verdict(
+                vec![
+                    att(&ks[0], h("job3"), h("a")),
+                    att(&ks[1], h("job3"), h("a")),
+                ],
+                Some(h("a")),
+            )
+        };
+        b.apply_verdict(&signed_by(&key(9), local), true, 10)
+            .unwrap();
+        assert_eq!(b.clean_streak(&p), 1);
+        assert_eq!(b.clean_streak(&ks[1].peer_id()), 1);
+    }
+
+    #[test]
+    fn records_without_a_streak_still_decode() {
+        /// The record as persisted before `clean_streak` existed.
+        #[derive(Serialize)]
+        struct OldRecord {
+            score: u32,
+            agreed: u64,
+            disagreed: u64,
+            missed: u64,
+            first_seen_ms: u64,
+            last_seen_ms: u64,
+        }
+        let old = OldRecord {
+            score: 42,
+            agreed: 1,
+            disagreed: 2,
+            missed: 3,
+            first_seen_ms: 4,
+            last_seen_ms: 5,
+        };
+        let bytes = agora_protocol::codec::encode(&old);
+        let back: PeerRecord = agora_protocol::codec::decode_unbounded(&bytes, 1024).unwrap();
+        assert_eq!(back.score, 42);
+        assert_eq!(back.last_seen_ms, 5);
+        assert_eq!(back.clean_streak, 0);
+    }
+
+    #[test]
     fn records_round_trip_through_cbor() {
         let r = PeerRecord {
             score: 42,
@@ -866,6 +976,7 @@ mod tests {
             missed: 3,
             first_seen_ms: 4,
             last_seen_ms: 5,
+            clean_streak: 6,
         };
         let bytes = agora_protocol::codec::encode(&r);
         let back: PeerRecord = agora_protocol::codec::decode_unbounded(&bytes, 1024).unwrap();

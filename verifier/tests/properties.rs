@@ -518,6 +518,7 @@ proptest! {
                 load_permille: load,
                 running,
                 max_jobs,
+                subnet: None,
             })
             .collect();
         let exclude: BTreeSet<PeerId> = exclude.iter().map(|&i| peer(i)).collect();
