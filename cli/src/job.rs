@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use agora_node::api::client::ApiClient;
 use agora_node::api::types::{
-    BlobInfo, ExecutorRecord, JobEvent, JobList, JobRecord, JobResult, JobState,
+    AdaptivePlan, BlobInfo, ExecutorRecord, JobEvent, JobList, JobRecord, JobResult, JobState,
+    ReplicationMode,
 };
 use agora_protocol::cid::SHORT_HEX_LEN;
 use agora_protocol::{ContentId, IdPrefix};
@@ -124,8 +125,13 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
                 .map_err(|e| explain(e, data_dir))?;
             if res.unverified {
                 note(&format!(
-                    "job {}: the result is one executor's word (k=1), not verified by others",
-                    short_id(&res.id)
+                    "job {}: the result is one executor's word ({}), not verified by others",
+                    short_id(&res.id),
+                    if res.plan == Some(AdaptivePlan::Solo) {
+                        "adaptive replication ran it on one trusted executor"
+                    } else {
+                        "k=1"
+                    }
                 ));
             }
             deliver(&c, &res, output_dir.as_deref(), true)
@@ -319,6 +325,15 @@ fn print_status(rec: &JobRecord, now: u64) -> Result<()> {
         "quorum:      {} of {} must agree{unverified}",
         rec.k, rec.n
     )?;
+    if rec.replication == ReplicationMode::Adaptive {
+        let plan = rec.plan.map_or("not chosen yet", |p| match p {
+            AdaptivePlan::Full => "full: the first executor is not trusted yet",
+            AdaptivePlan::Solo => "solo: one trusted executor alone (not cross-checked)",
+            AdaptivePlan::SpotCheck => "spot check: a trusted executor, checked by others",
+            AdaptivePlan::Fallback => "fallback: the trusted executor failed; full quorum",
+        });
+        writeln!(out, "replication: adaptive, {plan}")?;
+    }
     write!(
         out,
         "submitted:   {} ago",
@@ -457,6 +472,8 @@ mod tests {
             n: 3,
             k: 2,
             unverified: false,
+            replication: ReplicationMode::Fixed,
+            plan: None,
             submitted_at_ms: 1_000,
             finished_at_ms: Some(5_000),
             reason: Some("x".repeat(100)),

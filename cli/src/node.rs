@@ -46,7 +46,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     testnet: bool,
     /// Misbehave on purpose as executor, to test byzantine tolerance:
-    /// lie, collude=GROUP, slow, drop or flaky. Needs --testnet.
+    /// lie, collude=GROUP, slow, drop, flaky or sleeper=N (honest for N
+    /// results, then lies). Needs --testnet.
     #[arg(long, value_name = "MODE", requires = "testnet")]
     fault: Option<String>,
 }

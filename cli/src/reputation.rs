@@ -56,6 +56,13 @@ pub async fn run(args: ReputationArgs, data_dir: &Path) -> Result<i32> {
                 p.disagreed.to_string(),
                 p.missed.to_string(),
                 if p.excluded { "yes" } else { "no" }.into(),
+                // Clean jobs in a row here; "trusted": may run adaptive
+                // jobs alone.
+                if p.trusted {
+                    format!("{} trusted", p.clean_streak)
+                } else {
+                    p.clean_streak.to_string()
+                },
                 format!("{}s ago", now.saturating_sub(p.last_seen_ms) / 1000),
                 source,
             ]
@@ -69,6 +76,7 @@ pub async fn run(args: ReputationArgs, data_dir: &Path) -> Result<i32> {
             "DISAGREED",
             "MISSED",
             "EXCLUDED",
+            "STREAK",
             "LAST SEEN",
             "EVIDENCE",
         ],

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use agora_node::api::client::{ApiClient, ClientError};
 use agora_node::api::jobs::MAX_UPLOAD_BYTES;
 use agora_node::api::types::{
-    BlobInfo, JobEvent, JobRecord, JobResult, JobState, SubmitExecutor, SubmitJob,
+    AdaptivePlan, BlobInfo, JobEvent, JobRecord, JobResult, JobState, ReplicationMode,
+    SubmitExecutor, SubmitJob,
 };
 use agora_protocol::limits::MAX_REPLICATION;
 use agora_protocol::ContentId;
@@ -80,6 +81,12 @@ pub struct NetOpts {
     /// a small test network).
     #[arg(long)]
     pub allow_local: bool,
+    /// `fixed`: always N executors, K must agree. `adaptive`: a node with
+    /// a long clean record in your node's own jobs may run it alone, with
+    /// random spot checks at K-of-N; cheaper, but most such results are
+    /// one node's word (see docs/benchmarks.md for the trade-off).
+    #[arg(long, value_name = "MODE", default_value = "fixed")]
+    pub replication: ReplicationMode,
     /// Print the job id and return at once; see it later with `agora job
     /// status ID` and `agora job result ID`.
     #[arg(long)]
@@ -167,6 +174,7 @@ pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
         milli_cpus,
         max_output_bytes: Some(opts.max_output),
         allow_local: net.allow_local,
+        replication: net.replication,
     };
     let rec: JobRecord = client
         .post_json("/api/v1/jobs", &submit)
@@ -183,8 +191,12 @@ pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
         }
         return Ok(0);
     }
+    let adaptive = match rec.replication {
+        ReplicationMode::Adaptive => " (adaptive: one trusted executor may run it alone)",
+        ReplicationMode::Fixed => "",
+    };
     note(&format!(
-        "job {} submitted: {} executor(s), {} must agree",
+        "job {} submitted: {} executor(s), {} must agree{adaptive}",
         rec.id, rec.n, rec.k
     ));
     if rec.unverified {
@@ -271,8 +283,13 @@ async fn wait_and_deliver(
                 .map_err(|e| explain(e, data_dir))?;
             let agreeing: Vec<String> = res.agreeing.iter().map(|p| short_peer(p)).collect();
             if res.unverified {
+                let why = if res.plan == Some(AdaptivePlan::Solo) {
+                    "adaptive: one trusted executor's word, not cross-checked"
+                } else {
+                    "k=1: one executor's word"
+                };
                 note(&format!(
-                    "done: unverified result {} from {} (k=1: one executor's word); exit code {}",
+                    "done: unverified result {} from {} ({why}); exit code {}",
                     short_id(&res.result_hash),
                     agreeing.join(", "),
                     res.exit_code
@@ -614,6 +631,8 @@ mod tests {
             n: 3,
             k: 2,
             unverified: false,
+            replication: ReplicationMode::Fixed,
+            plan: None,
             submitted_at_ms: 10_000,
             finished_at_ms: None,
             reason: None,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_protocol::limits::{MAX_ADDRS, MAX_LABELS, MAX_STRING_BYTES};
+use agora_verifier::AdaptivePolicy;
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
@@ -87,6 +88,10 @@ pub struct DaemonConfig {
     /// Choose executors ignoring reputation. Not a flag or file key: the
     /// collusion benchmark sets it to measure what reputation buys.
     pub uniform_selection: bool,
+    /// When this node's adaptive jobs may run on one trusted executor
+    /// (file keys `adaptive_min_clean_streak`, default 10, and
+    /// `adaptive_spot_check_permille`, default 50).
+    pub adaptive: AdaptivePolicy,
 }
 
 /// Default [`DaemonConfig::blob_budget_bytes`]: 10 GiB.
@@ -114,6 +119,11 @@ pub struct FileConfig {
     pub docker: Option<bool>,
     /// See [`DaemonConfig::blob_budget_bytes`].
     pub blob_budget_bytes: Option<u64>,
+    /// Agreements in a row that let a peer run adaptive jobs alone.
+    pub adaptive_min_clean_streak: Option<u64>,
+    /// Share of a trusted peer's adaptive jobs spot-checked at full
+    /// replication, in thousandths.
+    pub adaptive_spot_check_permille: Option<u32>,
 }
 
 /// Settings given on the command line (or by environment variables); each
@@ -253,6 +263,7 @@ impl DaemonConfig {
             testnet: false,
             fault: None,
             uniform_selection: false,
+            adaptive: AdaptivePolicy::default(),
         }
     }
 
@@ -340,6 +351,21 @@ impl DaemonConfig {
         }
         if let Some(b) = file.blob_budget_bytes {
             c.blob_budget_bytes = b;
+        }
+        if file.adaptive_min_clean_streak.is_some() || file.adaptive_spot_check_permille.is_some() {
+            let streak = file
+                .adaptive_min_clean_streak
+                .unwrap_or(c.adaptive.min_clean_streak());
+            let permille = file
+                .adaptive_spot_check_permille
+                .unwrap_or(c.adaptive.spot_check_permille());
+            c.adaptive = AdaptivePolicy::new(streak, permille).map_err(|e| {
+                invalid(
+                    "adaptive_min_clean_streak / adaptive_spot_check_permille",
+                    format!("{streak} / {permille}"),
+                    e.to_string(),
+                )
+            })?;
         }
         c.testnet = flags.testnet;
         if let Some(f) = &flags.fault {

@@ -555,6 +555,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             cpu_cores: cores,
             fault: config.fault.clone(),
             uniform_selection: config.uniform_selection,
+            adaptive: config.adaptive,
             ..JobsConfig::default()
         },
         JobsDeps {

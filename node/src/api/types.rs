@@ -176,6 +176,71 @@ pub struct SubmitJob {
     /// Let this node execute the job itself when no other node can.
     #[serde(default)]
     pub allow_local: bool,
+    /// `fixed` (always k-of-n, the default) or `adaptive` (one trusted
+    /// executor alone, with random spot checks at k-of-n).
+    #[serde(default)]
+    pub replication: ReplicationMode,
+}
+
+/// How many executors a job runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationMode {
+    /// Always k-of-n.
+    #[default]
+    Fixed,
+    /// One executor with a long clean record alone, except on random spot
+    /// checks; k-of-n otherwise (opt-in, like BOINC's adaptive replication).
+    Adaptive,
+}
+
+impl ReplicationMode {
+    /// The lower-case name the API and CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl std::str::FromStr for ReplicationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fixed" => Ok(Self::Fixed),
+            "adaptive" => Ok(Self::Adaptive),
+            other => Err(format!("unknown replication {other:?}: fixed or adaptive")),
+        }
+    }
+}
+
+/// What adaptive replication chose for one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptivePlan {
+    /// The first executor is not trusted yet: full k-of-n.
+    Full,
+    /// The first executor is trusted: it runs the job alone (1-of-1).
+    Solo,
+    /// The first executor is trusted, but this job is a random spot check
+    /// at full k-of-n.
+    SpotCheck,
+    /// It ran alone, but its executor failed to answer: full k-of-n.
+    Fallback,
+}
+
+impl AdaptivePlan {
+    /// The name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Solo => "solo",
+            Self::SpotCheck => "spot_check",
+            Self::Fallback => "fallback",
+        }
+    }
 }
 
 impl SubmitJob {
@@ -196,6 +261,7 @@ impl SubmitJob {
             milli_cpus: None,
             max_output_bytes: None,
             allow_local: false,
+            replication: ReplicationMode::Fixed,
         }
     }
 }
@@ -312,8 +378,15 @@ pub struct JobRecord {
     pub n: u8,
     /// Executors that must agree.
     pub k: u8,
-    /// Whether k = 1: one executor's word, not verified by others.
+    /// Whether one executor's word decides it, not verified by others
+    /// (k = 1, or an adaptive job running alone on a trusted executor).
     pub unverified: bool,
+    /// `fixed` or `adaptive`.
+    #[serde(default)]
+    pub replication: ReplicationMode,
+    /// What adaptive replication chose, once it chose.
+    #[serde(default)]
+    pub plan: Option<AdaptivePlan>,
     /// When it was submitted (ms since the Unix epoch).
     pub submitted_at_ms: u64,
     /// When it reached a final state.
@@ -347,8 +420,12 @@ pub struct JobResult {
     pub id: String,
     /// The accepted result hash.
     pub result_hash: String,
-    /// Whether k = 1 (one executor's word).
+    /// Whether one executor's word decided it (k = 1, or an adaptive solo
+    /// run).
     pub unverified: bool,
+    /// What adaptive replication chose, for an adaptive job.
+    #[serde(default)]
+    pub plan: Option<AdaptivePlan>,
     /// The program's exit code.
     pub exit_code: i32,
     /// Standard output.
@@ -394,6 +471,12 @@ pub struct ReputationInfo {
     pub missed: u64,
     /// Whether it scores below the exclusion threshold (never selected).
     pub excluded: bool,
+    /// Agreements in a row in this node's own jobs since its last fault.
+    #[serde(default)]
+    pub clean_streak: u64,
+    /// Whether this node's adaptive replication lets it run jobs alone.
+    #[serde(default)]
+    pub trusted: bool,
     /// First evidence (ms since the Unix epoch).
     pub first_seen_ms: u64,
     /// Latest evidence.

@@ -8,14 +8,15 @@ use agora_protocol::{
     validate, ContentId, ExecutorSpec, IdPrefix, JobSpec, PeerId, Replication, Resources,
 };
 use agora_verifier::reputation::{Observation, PeerRecord, ReputationBook};
+use agora_verifier::AdaptivePolicy;
 use tokio::sync::{broadcast, oneshot};
 
 use super::record::{JobRecordDb, StoredBlob};
 use super::submitter::{self, cap_for, JobInput};
 use super::{lock, Jobs};
 use crate::api::types::{
-    BlobInfo, EvidenceInfo, ExecutorRecord, JobEvent, JobRecord, JobResult, JobState,
-    ReputationInfo, SubmitExecutor, SubmitJob,
+    AdaptivePlan, BlobInfo, EvidenceInfo, ExecutorRecord, JobEvent, JobRecord, JobResult, JobState,
+    ReplicationMode, ReputationInfo, SubmitExecutor, SubmitJob,
 };
 use crate::network::adverts::unix_now_ms;
 
@@ -70,6 +71,8 @@ impl Jobs {
             result: None,
             verdict: None,
             events: Vec::new(),
+            replication: req.replication,
+            plan: None,
         };
         rec.push_event(JobEvent {
             at_ms: now,
@@ -77,10 +80,14 @@ impl Jobs {
             peer_id: None,
             state: JobState::Pending,
             detail: format!(
-                "{}-of-{} {} job",
+                "{}-of-{} {} job{}",
                 spec.replication.k,
                 spec.replication.n,
-                spec.executor.kind()
+                spec.executor.kind(),
+                match req.replication {
+                    ReplicationMode::Fixed => "",
+                    ReplicationMode::Adaptive => ", adaptive replication",
+                }
             ),
         });
         let quorum = submitter::rebuild_quorum(&rec, &spec).map_err(JobsError::Internal)?;
@@ -235,7 +242,8 @@ impl Jobs {
         Ok(JobResult {
             id: rec.id().to_hex(),
             result_hash: r.result_hash.to_hex(),
-            unverified: k_of(&rec) == 1,
+            unverified: k_of(&rec) == 1 || rec.plan == Some(AdaptivePlan::Solo),
+            plan: rec.plan,
             exit_code: r.exit_code,
             stdout: info(&r.stdout),
             stderr: info(&r.stderr),
@@ -292,12 +300,12 @@ impl Jobs {
     /// This node's opinion of every peer it has evidence about, lowest
     /// score first, or of the peers whose base58 id starts with `prefix`.
     pub fn reputation_list(&self, prefix: Option<&str>) -> Vec<ReputationInfo> {
-        let book = lock(&self.ctx.reputation).clone_records();
+        let book = lock(&self.ctx.reputation).clone_records(&self.ctx.cfg.adaptive);
         let mut rows: Vec<ReputationInfo> = book
             .into_iter()
-            .filter(|(p, _, _)| *p != self.ctx.me)
-            .filter(|(p, _, _)| prefix.is_none_or(|x| p.to_base58().starts_with(x)))
-            .map(|(peer, rec, excluded)| {
+            .filter(|r| r.0 != self.ctx.me)
+            .filter(|r| prefix.is_none_or(|x| r.0.to_base58().starts_with(x)))
+            .map(|(peer, rec, excluded, trusted)| {
                 let evidence = self
                     .ctx
                     .reputation_store
@@ -326,6 +334,8 @@ impl Jobs {
                     disagreed: rec.disagreed,
                     missed: rec.missed,
                     excluded,
+                    clean_streak: rec.clean_streak,
+                    trusted,
                     first_seen_ms: rec.first_seen_ms,
                     last_seen_ms: rec.last_seen_ms,
                     evidence,
@@ -337,16 +347,16 @@ impl Jobs {
     }
 }
 
-/// Copies the book's rows out, so the lock is not held while the store
-/// is read.
+/// Copies the book's rows out with whether each peer is excluded and
+/// trusted to run alone, so the lock is not held while the store is read.
 trait CloneRecords {
-    fn clone_records(&self) -> Vec<(PeerId, PeerRecord, bool)>;
+    fn clone_records(&self, policy: &AdaptivePolicy) -> Vec<(PeerId, PeerRecord, bool, bool)>;
 }
 
 impl CloneRecords for ReputationBook {
-    fn clone_records(&self) -> Vec<(PeerId, PeerRecord, bool)> {
+    fn clone_records(&self, policy: &AdaptivePolicy) -> Vec<(PeerId, PeerRecord, bool, bool)> {
         self.records()
-            .map(|(p, r)| (*p, *r, self.is_excluded(p)))
+            .map(|(p, r)| (*p, *r, self.is_excluded(p), policy.is_trusted(self, p)))
             .collect()
     }
 }
@@ -381,7 +391,9 @@ pub fn to_api(rec: &JobRecordDb, with_events: bool) -> JobRecord {
         program,
         n,
         k,
-        unverified: k == 1,
+        unverified: k == 1 || rec.plan == Some(AdaptivePlan::Solo),
+        replication: rec.replication,
+        plan: rec.plan,
         submitted_at_ms: rec.submitted_at_ms,
         finished_at_ms: rec.finished_at_ms,
         reason: rec.reason.clone(),

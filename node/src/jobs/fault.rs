@@ -28,6 +28,9 @@ pub enum Fault {
     Drop,
     /// Some results are wrong.
     Flaky,
+    /// The first N results are right, every later one is wrong: a node
+    /// that earns trust, then abuses it.
+    Sleeper(u64),
 }
 
 impl FromStr for Fault {
@@ -39,12 +42,21 @@ impl FromStr for Fault {
             "slow" => Ok(Self::Slow),
             "drop" => Ok(Self::Drop),
             "flaky" => Ok(Self::Flaky),
-            other => match other.strip_prefix("collude=") {
-                Some(g) if !g.is_empty() && g.len() <= 64 => Ok(Self::Collude(g.to_string())),
-                _ => Err(format!(
-                    "unknown fault mode {other:?}: lie, collude=GROUP, slow, drop or flaky"
-                )),
-            },
+            other => {
+                if let Some(g) = other.strip_prefix("collude=") {
+                    if !g.is_empty() && g.len() <= 64 {
+                        return Ok(Self::Collude(g.to_string()));
+                    }
+                }
+                if let Some(n) = other.strip_prefix("sleeper=") {
+                    if let Ok(n) = n.parse() {
+                        return Ok(Self::Sleeper(n));
+                    }
+                }
+                Err(format!(
+                    "unknown fault mode {other:?}: lie, collude=GROUP, slow, drop, flaky or sleeper=N"
+                ))
+            }
         }
     }
 }
@@ -57,6 +69,7 @@ impl std::fmt::Display for Fault {
             Self::Slow => f.write_str("slow"),
             Self::Drop => f.write_str("drop"),
             Self::Flaky => f.write_str("flaky"),
+            Self::Sleeper(n) => write!(f, "sleeper={n}"),
         }
     }
 }
@@ -73,9 +86,16 @@ pub enum Tampered {
 }
 
 impl Fault {
-    /// Applies the fault to the honest `bundle` of `job` run by `me`.
-    /// Deterministic: the same job gives the same wrong answer.
-    pub fn tamper(&self, job: &ContentId, me: &PeerId, mut bundle: ResultBundle) -> Tampered {
+    /// Applies the fault to the honest `bundle` of `job` run by `me` as
+    /// its `nth` result (from 0) since start. Deterministic: the same job
+    /// gives the same wrong answer.
+    pub fn tamper(
+        &self,
+        job: &ContentId,
+        me: &PeerId,
+        nth: u64,
+        mut bundle: ResultBundle,
+    ) -> Tampered {
         let wrong = |b: &mut ResultBundle, tag: String| {
             b.stdout = ByteBuf::from(format!("agora fault: {tag}\n").into_bytes());
         };
@@ -99,6 +119,12 @@ impl Fault {
                 ) % 1000;
                 if roll < FLAKY_PERMILLE {
                     wrong(&mut bundle, format!("flaky {me}"));
+                }
+                Tampered::Report(bundle)
+            }
+            Self::Sleeper(honest) => {
+                if nth >= *honest {
+                    wrong(&mut bundle, format!("sleeper {me}"));
                 }
                 Tampered::Report(bundle)
             }
@@ -131,11 +157,13 @@ mod tests {
 
     #[test]
     fn modes_parse_and_print() {
-        for m in ["lie", "slow", "drop", "flaky", "collude=red"] {
+        for m in ["lie", "slow", "drop", "flaky", "collude=red", "sleeper=3"] {
             assert_eq!(m.parse::<Fault>().unwrap().to_string(), m);
         }
         assert!("collude=".parse::<Fault>().is_err());
         assert!("honest".parse::<Fault>().is_err());
+        assert!("sleeper=".parse::<Fault>().is_err());
+        assert!("sleeper=-1".parse::<Fault>().is_err());
     }
 
     #[test]
@@ -143,15 +171,18 @@ mod tests {
         let job = ContentId::of(b"job");
         let (a, b) = (PeerId::random(), PeerId::random());
         let truth = honest().result_hash();
-        let la = hash(Fault::Lie.tamper(&job, &a, honest()));
-        let lb = hash(Fault::Lie.tamper(&job, &b, honest()));
+        let la = hash(Fault::Lie.tamper(&job, &a, 0, honest()));
+        let lb = hash(Fault::Lie.tamper(&job, &b, 0, honest()));
         assert!(la != truth && lb != truth && la != lb);
         let c = Fault::Collude("g".into());
-        let ca = hash(c.tamper(&job, &a, honest()));
-        assert_eq!(ca, hash(c.tamper(&job, &b, honest())));
+        let ca = hash(c.tamper(&job, &a, 0, honest()));
+        assert_eq!(ca, hash(c.tamper(&job, &b, 0, honest())));
         assert_ne!(ca, truth);
-        assert_eq!(hash(Fault::Slow.tamper(&job, &a, honest())), truth);
-        assert_eq!(Fault::Drop.tamper(&job, &a, honest()), Tampered::Withhold);
+        assert_eq!(hash(Fault::Slow.tamper(&job, &a, 0, honest())), truth);
+        assert_eq!(
+            Fault::Drop.tamper(&job, &a, 0, honest()),
+            Tampered::Withhold
+        );
     }
 
     #[test]
@@ -160,9 +191,21 @@ mod tests {
         let truth = honest().result_hash();
         let wrong = (0..1000u32)
             .filter(|i| {
-                hash(Fault::Flaky.tamper(&ContentId::of(&i.to_le_bytes()), &me, honest())) != truth
+                hash(Fault::Flaky.tamper(&ContentId::of(&i.to_le_bytes()), &me, 0, honest()))
+                    != truth
             })
             .count();
         assert!((150..450).contains(&wrong), "{wrong} of 1000 wrong");
+    }
+
+    #[test]
+    fn a_sleeper_is_honest_for_its_first_results_only() {
+        let (job, me) = (ContentId::of(b"job"), PeerId::random());
+        let truth = honest().result_hash();
+        let s = Fault::Sleeper(2);
+        assert_eq!(hash(s.tamper(&job, &me, 0, honest())), truth);
+        assert_eq!(hash(s.tamper(&job, &me, 1, honest())), truth);
+        assert_ne!(hash(s.tamper(&job, &me, 2, honest())), truth);
+        assert_ne!(hash(s.tamper(&job, &me, 50, honest())), truth);
     }
 }

@@ -21,6 +21,8 @@ pub struct JobMetrics {
     pub verify_seconds: Histogram,
     /// `agora_executions_total{outcome}`: jobs this node ran as executor.
     pub executions: IntCounterVec,
+    /// `agora_adaptive_plans_total{plan}`: what adaptive replication chose.
+    pub plans: IntCounterVec,
 }
 
 impl JobMetrics {
@@ -59,6 +61,13 @@ impl JobMetrics {
                 ),
                 &["outcome"],
             )?,
+            plans: IntCounterVec::new(
+                Opts::new(
+                    "agora_adaptive_plans_total",
+                    "Adaptive jobs of this node by plan: full, solo, spot_check, fallback",
+                ),
+                &["plan"],
+            )?,
         };
         registry.register(Box::new(m.by_state.clone()))?;
         registry.register(Box::new(m.submitted.clone()))?;
@@ -66,6 +75,7 @@ impl JobMetrics {
         registry.register(Box::new(m.failed.clone()))?;
         registry.register(Box::new(m.verify_seconds.clone()))?;
         registry.register(Box::new(m.executions.clone()))?;
+        registry.register(Box::new(m.plans.clone()))?;
         Ok(m)
     }
 

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use agora_protocol::{ContentId, NodeKey, PeerId};
+use agora_verifier::AdaptivePolicy;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,6 +81,8 @@ pub struct JobsConfig {
     /// Choose executors ignoring reputation (benchmarks measure what
     /// reputation buys; never set in normal operation).
     pub uniform_selection: bool,
+    /// When adaptive jobs may run on one trusted executor.
+    pub adaptive: AdaptivePolicy,
 }
 
 impl Default for JobsConfig {
@@ -95,6 +98,7 @@ impl Default for JobsConfig {
             cpu_cores: 1,
             fault: None,
             uniform_selection: false,
+            adaptive: AdaptivePolicy::default(),
         }
     }
 }
@@ -149,6 +153,9 @@ pub(crate) struct Ctx {
     pub cfg: JobsConfig,
     pub metrics: JobMetrics,
     pub active: Mutex<HashMap<ContentId, ActiveJob>>,
+    /// The subnet of each connected peer, from the address its connection
+    /// came from (not what it claims), for spreading executors.
+    pub subnets: Mutex<HashMap<PeerId, u64>>,
     pub worker: WorkerState,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
@@ -192,6 +199,7 @@ impl Jobs {
                 cfg,
                 metrics,
                 active: Mutex::new(HashMap::new()),
+                subnets: Mutex::new(HashMap::new()),
                 worker,
                 cancel,
                 tasks: TaskTracker::new(),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
-use crate::api::types::{JobEvent, JobState};
+use crate::api::types::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
 use crate::network::rpc::AttestReport;
 
 /// Largest stored record accepted when reading back (a record embeds the
@@ -169,6 +169,13 @@ pub struct JobRecordDb {
     pub verdict: Option<Signed<Verdict>>,
     /// Progress so far (at most [`MAX_EVENTS`]).
     pub events: Vec<JobEvent>,
+    /// Fixed or adaptive replication (records older than the field are
+    /// fixed).
+    #[serde(default)]
+    pub replication: ReplicationMode,
+    /// What adaptive replication chose, once the first executor is known.
+    #[serde(default)]
+    pub plan: Option<AdaptivePlan>,
 }
 
 impl JobRecordDb {
@@ -455,6 +462,8 @@ mod tests {
             result: None,
             verdict: None,
             events: vec![],
+            replication: ReplicationMode::Adaptive,
+            plan: Some(AdaptivePlan::SpotCheck),
         }
     }
 

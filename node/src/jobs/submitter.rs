@@ -9,6 +9,17 @@
 //! the verifier's weighted selection among the bidders; the quorum says
 //! when to re-dispatch (misses, crashes) or escalate (disagreement).
 //!
+//! An adaptive job (`--replication adaptive`) first picks one executor and
+//! asks [`AdaptivePolicy::plan`] with a secret random seed: a trusted
+//! executor runs it alone (1-of-1) or, on a spot check, with the full
+//! k-of-n; anyone else gets the full k-of-n. In a spot check the other
+//! executors' reports are held until the checked executor has answered or
+//! failed, so the quorum cannot decide without its answer. A solo verdict
+//! rests on one signature and is neither applied nor gossiped; a solo
+//! executor that fails to answer turns the job into a full k-of-n one.
+//!
+//! [`AdaptivePolicy::plan`]: agora_verifier::AdaptivePolicy::plan
+//!
 //! [`JobsConfig::bid_window`]: super::JobsConfig::bid_window
 //! [`JobsConfig::bid_window_max`]: super::JobsConfig::bid_window_max
 
@@ -24,6 +35,7 @@ use agora_protocol::{
 use agora_verifier::quorum::{Decision, Failure, Quorum};
 use agora_verifier::reputation::{ReputationBook, ReputationConfig};
 use agora_verifier::select::{select_executors, Candidate};
+use agora_verifier::PlanKind;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
@@ -34,7 +46,7 @@ use super::record::{
     ExecutorState, JobRecordDb, QuorumInput, StoredBlob, StoredExecutor, StoredResult,
 };
 use super::{lock, ActiveJob, Ctx};
-use crate::api::types::{JobEvent, JobState};
+use crate::api::types::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
 use crate::blobs;
 use crate::network::adverts::{lock_book, unix_now_ms};
 use crate::network::rpc::{AttestReport, BundleRef, Request};
@@ -138,6 +150,11 @@ struct JobTask {
     deadline_ms: u64,
 }
 
+/// Whether `e` answered a spot check and waits for the checked executor.
+fn is_held(e: &StoredExecutor) -> bool {
+    e.state == ExecutorState::Running && e.report.is_some()
+}
+
 /// The quorum's cap for `n`: room to replace every executor once more.
 pub fn cap_for(n: u8) -> u8 {
     let cap = (usize::from(n) * 2).max(usize::from(n) + 2);
@@ -171,7 +188,12 @@ pub fn spec_of(rec: &JobRecordDb) -> Result<JobSpec, String> {
 /// Rebuilds the quorum of `rec` by replaying its inputs.
 pub fn rebuild_quorum(rec: &JobRecordDb, spec: &JobSpec) -> Result<Quorum, String> {
     let r = spec.replication;
-    let mut q = Quorum::new(rec.id(), r.n, r.k, rec.cap).map_err(|e| e.to_string())?;
+    let (n, k, cap) = if rec.plan == Some(AdaptivePlan::Solo) {
+        (1, 1, 1)
+    } else {
+        (r.n, r.k, rec.cap)
+    };
+    let mut q = Quorum::new(rec.id(), n, k, cap).map_err(|e| e.to_string())?;
     for input in &rec.log {
         // Inputs were accepted when first applied; replaying them cannot
         // fail unless the record was tampered with, and then the rest of
@@ -270,6 +292,8 @@ impl JobTask {
             if self.rec.state.is_final() {
                 return;
             }
+            // Also after a restart, when the checked answer came in before.
+            self.release_held().await;
             let decision = self.quorum.decision();
             if decision.is_final() {
                 self.finish(decision).await;
@@ -358,6 +382,11 @@ impl JobTask {
             self.window = None;
             self.last_window_bids = Some(w.bids);
         }
+        // An adaptive job picks its first executor alone: the plan made
+        // for it says how many more it needs.
+        let choosing_plan =
+            self.rec.replication == ReplicationMode::Adaptive && self.rec.plan.is_none();
+        let want = if choosing_plan { 1 } else { how_many };
         let picked = {
             let cands: Vec<Candidate> = self.pool.values().copied().collect();
             let seed = u64::from_le_bytes(self.id().as_bytes()[..8].try_into().unwrap_or([0; 8]))
@@ -365,17 +394,20 @@ impl JobTask {
             if self.ctx.cfg.uniform_selection {
                 // Benchmarks compare against selection blind to reputation.
                 let blank = ReputationBook::new(ReputationConfig::default());
-                select_executors(&cands, &blank, how_many, &self.ctx.me, &self.used(), seed)
+                select_executors(&cands, &blank, want, &self.ctx.me, &self.used(), seed)
             } else {
                 let book = lock(&self.ctx.reputation);
-                select_executors(&cands, &book, how_many, &self.ctx.me, &self.used(), seed)
+                select_executors(&cands, &book, want, &self.ctx.me, &self.used(), seed)
             }
         };
         for peer in &picked {
             self.pool.remove(peer);
+            if choosing_plan {
+                self.choose_plan(*peer);
+            }
             self.assign(*peer).await?;
         }
-        if picked.len() >= how_many {
+        if picked.len() >= want {
             return Ok(());
         }
         let me = self.ctx.me;
@@ -579,7 +611,7 @@ impl JobTask {
             .rec
             .executors
             .iter()
-            .find(|e| e.peer == peer && e.state == ExecutorState::Running)
+            .find(|e| e.peer == peer && e.state == ExecutorState::Running && !is_held(e))
             .map(|e| e.attempt)
         else {
             return;
@@ -620,7 +652,9 @@ impl JobTask {
         if peer == self.ctx.me || self.pool.contains_key(&peer) || self.used().contains(&peer) {
             return;
         }
-        self.pool.insert(peer, Candidate::from_bid(peer, &bid));
+        let subnet = lock(&self.ctx.subnets).get(&peer).copied();
+        self.pool
+            .insert(peer, Candidate::from_bid(peer, &bid).with_subnet(subnet));
         self.rec.bids = self.rec.bids.saturating_add(1);
         if let Some(w) = &mut self.window {
             w.bids += 1;
@@ -675,6 +709,57 @@ impl JobTask {
                 return;
             }
         }
+        if self.spot_check_pending(&peer) {
+            if let Some(slot) = self.running_slot(&peer, report.attempt) {
+                slot.report = Some(report);
+            }
+            self.event(
+                "held",
+                Some(peer),
+                "spot check: counted once the checked executor has answered".into(),
+            );
+            self.persist().await;
+            return;
+        }
+        self.accept_report(peer, report, claimed).await;
+    }
+
+    /// Whether `peer`'s answer must wait: the job is a spot check and the
+    /// checked executor (the first) has not answered or failed yet.
+    fn spot_check_pending(&self, peer: &PeerId) -> bool {
+        self.rec.plan == Some(AdaptivePlan::SpotCheck)
+            && self.rec.executors.first().is_some_and(|f| {
+                f.peer != *peer && f.state == ExecutorState::Running && !is_held(f)
+            })
+    }
+
+    /// Feeds the held reports of a spot check to the quorum once the
+    /// checked executor's answer (or failure) is in.
+    async fn release_held(&mut self) {
+        let held: Vec<(PeerId, u32)> = self
+            .rec
+            .executors
+            .iter()
+            .filter(|e| is_held(e) && !self.spot_check_pending(&e.peer))
+            .map(|e| (e.peer, e.attempt))
+            .collect();
+        for (peer, attempt) in held {
+            let Some(report) = self
+                .running_slot(&peer, attempt)
+                .and_then(|s| s.report.take())
+            else {
+                continue;
+            };
+            // Checked when it arrived; the signature is verified again
+            // because only the checked value may reach the quorum.
+            if let Ok(a) = report.attestation.verify() {
+                self.accept_report(peer, report, a.value.result_hash).await;
+            }
+        }
+    }
+
+    /// Feeds a checked report to the quorum and records it.
+    async fn accept_report(&mut self, peer: PeerId, report: AttestReport, claimed: ContentId) {
         match self.quorum.attest(&report.attestation) {
             Ok(_) => {
                 let now = unix_now_ms();
@@ -716,7 +801,8 @@ impl JobTask {
     }
 
     async fn on_failed(&mut self, peer: PeerId, attempt: u32, error: String, ran: bool) {
-        if self.running_slot(&peer, attempt).is_none() {
+        // A held report already answers for the executor.
+        if self.running_slot(&peer, attempt).is_none_or(|s| is_held(s)) {
             return;
         }
         self.end_executor(peer, attempt, ExecutorState::Crashed, error.clone())
@@ -775,7 +861,79 @@ impl JobTask {
             slot.error = Some(error.clone());
         }
         self.event(state.as_str(), Some(peer), error);
+        if self.rec.plan == Some(AdaptivePlan::Solo) {
+            self.fall_back_to_full();
+        }
         self.persist().await;
+    }
+
+    /// Picks the adaptive plan for a job whose first executor is `first`,
+    /// with a fresh secret seed: the executor must not be able to tell a
+    /// spot check from a solo run.
+    fn choose_plan(&mut self, first: PeerId) {
+        let r = self.spec.replication;
+        let policy = &self.ctx.cfg.adaptive;
+        let (plan, streak, needed) = {
+            let book = lock(&self.ctx.reputation);
+            (
+                policy.plan(&book, &first, r.n, r.k, rand::random()),
+                book.clean_streak(&first),
+                policy.required_streak(&book, &first),
+            )
+        };
+        let (kind, detail) = match plan.kind {
+            PlanKind::Solo => (
+                AdaptivePlan::Solo,
+                format!(
+                    "{streak} clean jobs in a row here (needs {needed}): it runs the job alone"
+                ),
+            ),
+            PlanKind::SpotCheck => (
+                AdaptivePlan::SpotCheck,
+                format!(
+                    "trusted, but this job is a random spot check at {}-of-{}",
+                    r.k, r.n
+                ),
+            ),
+            PlanKind::Full => (
+                AdaptivePlan::Full,
+                format!(
+                    "{streak} of the {needed} clean jobs in a row needed to run alone: {}-of-{}",
+                    r.k, r.n
+                ),
+            ),
+        };
+        self.set_plan(kind);
+        self.event("plan", Some(first), format!("adaptive: {detail}"));
+    }
+
+    /// The solo executor failed to answer: the job needs the full k-of-n.
+    fn fall_back_to_full(&mut self) {
+        self.set_plan(AdaptivePlan::Fallback);
+        let r = self.spec.replication;
+        self.event(
+            "plan",
+            None,
+            format!(
+                "adaptive: the trusted executor did not answer; running at {}-of-{}",
+                r.k, r.n
+            ),
+        );
+    }
+
+    /// Records `plan` and rebuilds the quorum for its replication.
+    fn set_plan(&mut self, plan: AdaptivePlan) {
+        self.rec.plan = Some(plan);
+        self.ctx
+            .metrics
+            .plans
+            .with_label_values(&[plan.as_str()])
+            .inc();
+        match rebuild_quorum(&self.rec, &self.spec) {
+            Ok(q) => self.quorum = q,
+            // Unreachable with a validated spec; the old quorum stays.
+            Err(e) => warn!(error = %e, "quorum for the adaptive plan refused"),
+        }
     }
 
     async fn on_timers(&mut self) {
@@ -784,7 +942,7 @@ impl JobTask {
             .rec
             .executors
             .iter()
-            .filter(|e| e.state == ExecutorState::Running && e.deadline_ms <= now)
+            .filter(|e| e.state == ExecutorState::Running && !is_held(e) && e.deadline_ms <= now)
             .map(|e| (e.peer, e.attempt))
             .collect();
         for (peer, attempt) in overdue {
@@ -811,7 +969,7 @@ impl JobTask {
         let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms));
         let mut wake = at(self.deadline_ms);
         for e in &self.rec.executors {
-            if e.state == ExecutorState::Running {
+            if e.state == ExecutorState::Running && !is_held(e) {
                 wake = wake.min(at(e.deadline_ms));
             }
         }
@@ -866,8 +1024,15 @@ impl JobTask {
             Decision::Pending | Decision::NeedMore { .. } => return,
         }
         self.release_running();
+        self.note_spot_check();
         if let Some(v) = self.quorum.verdict(unix_now_ms()) {
             let signed = self.ctx.key.sign(&v);
+            if self.rec.plan == Some(AdaptivePlan::Solo) {
+                // One signature, the executor's own: no evidence about it.
+                self.rec.verdict = Some(signed);
+                self.persist().await;
+                return;
+            }
             if let Err(e) =
                 reputation::apply_own(&self.ctx.reputation, &self.ctx.reputation_writes, &signed)
             {
@@ -881,6 +1046,27 @@ impl JobTask {
         } else {
             self.persist().await;
         }
+    }
+
+    /// Says how the checked executor of a decided spot check did.
+    fn note_spot_check(&mut self) {
+        if self.rec.plan != Some(AdaptivePlan::SpotCheck) {
+            return;
+        }
+        let accepted = self.rec.result.as_ref().map(|r| r.result_hash);
+        let Some(first) = self.rec.executors.first() else {
+            return;
+        };
+        let (peer, answer) = (first.peer, first.result_hash);
+        let detail = match (accepted, answer) {
+            (Some(a), Some(h)) if a == h => "the checked executor agreed".to_string(),
+            (Some(_), Some(_)) => {
+                "the checked executor disagreed: it is not trusted to run alone any more".into()
+            }
+            (_, None) => "the checked executor did not answer".into(),
+            (None, Some(_)) => "no result was verified".into(),
+        };
+        self.event("spot_check", Some(peer), detail);
     }
 
     /// Marks the job finished now; executors still running are released

@@ -8,7 +8,7 @@
 //! accepted if the deadline still allows, and otherwise reports it failed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub(crate) struct WorkerState {
     /// Bids not yet answered by an assignment, with when they lapse: a bid
     /// promises a place, so the node never bids beyond its capacity.
     promised: Mutex<HashMap<ContentId, Instant>>,
+    /// Results produced since start (a `sleeper` fault counts them).
+    produced: AtomicU64,
 }
 
 impl WorkerState {
@@ -87,6 +89,7 @@ impl WorkerState {
             running: AtomicU32::new(0),
             bid_on: Mutex::new((VecDeque::new(), HashSet::new())),
             promised: Mutex::new(HashMap::new()),
+            produced: AtomicU64::new(0),
         }
     }
 
@@ -380,11 +383,12 @@ async fn run_job(
     };
     ctx.metrics.executions.with_label_values(&[outcome]).inc();
     let bundle = result.map_err(|e| e.to_string())?;
+    let nth = ctx.worker.produced.fetch_add(1, Ordering::Relaxed);
     let bundle = match ctx
         .cfg
         .fault
         .as_ref()
-        .map(|f| f.tamper(&job, &ctx.me, bundle.clone()))
+        .map(|f| f.tamper(&job, &ctx.me, nth, bundle.clone()))
     {
         None => bundle,
         Some(Tampered::Report(b)) => b,
