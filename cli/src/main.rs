@@ -126,6 +126,10 @@ fn process_exit_code(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
 
+/// Exit code when stdout's reader went away (128 + SIGPIPE, as a shell
+/// reports a filter killed by the signal).
+const EXIT_BROKEN_PIPE: u8 = 141;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -135,6 +139,16 @@ fn main() -> ExitCode {
         .and_then(|rt| rt.block_on(run(cli)));
     match result {
         Ok(code) => ExitCode::from(process_exit_code(code)),
+        // The reader went away (`agora job status X | head`): not an error
+        // worth a message, like any Unix filter.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(EXIT_BROKEN_PIPE)
+        }
         Err(e) => {
             eprintln!("agora: {e:#}");
             ExitCode::from(EXIT_AGORA_ERROR)

@@ -563,4 +563,29 @@ mod tests {
         .to_string();
         assert!(e.contains("config.toml") && e.contains("colour"), "{e}");
     }
+
+    #[test]
+    fn adaptive_keys_set_the_policy_and_bad_values_are_refused() {
+        let merge = |text: &str| {
+            DaemonConfig::merge(
+                dir(),
+                parse_file_config(text).unwrap(),
+                Overrides::default(),
+            )
+        };
+        let c = merge("").unwrap();
+        assert_eq!(c.adaptive, AdaptivePolicy::default());
+        let c = merge("adaptive_spot_check_permille = 200\n").unwrap();
+        assert_eq!(c.adaptive.spot_check_permille(), 200);
+        assert_eq!(c.adaptive.min_clean_streak(), 10);
+        let c = merge("adaptive_min_clean_streak = 30\n").unwrap();
+        assert_eq!(c.adaptive, AdaptivePolicy::new(30, 50).unwrap());
+        for bad in [
+            "adaptive_min_clean_streak = 0\n",
+            "adaptive_spot_check_permille = 1001\n",
+        ] {
+            let e = merge(bad).unwrap_err().to_string();
+            assert!(e.contains("adaptive"), "{e}");
+        }
+    }
 }
