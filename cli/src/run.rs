@@ -100,8 +100,8 @@ const EXIT_INTERRUPTED: i32 = 130;
 /// Pause before following the event stream again after it broke.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// A stream attempt shorter than this that brought no new event counts
-/// as a failure; this many in a row give up. Long-lived streams the
-/// daemon closes (it bounds connection lifetimes) never count.
+/// as a failure; this many in a row give up. Long-lived streams that end
+/// (a daemon restart, a dropped connection) never count.
 const QUICK_FAILURE: Duration = Duration::from_secs(5);
 /// See [`QUICK_FAILURE`].
 const MAX_QUICK_FAILURES: u32 = 5;

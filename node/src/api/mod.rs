@@ -161,12 +161,14 @@ pub fn router(state: ApiState) -> Result<Router, ApiError> {
 
 /// Most control-API connections open at once; more wait to be accepted.
 pub const MAX_API_CONNECTIONS: usize = 64;
-/// Longest a control-API connection may live, so a client that sends
-/// nothing (or trickles bytes) cannot hold a connection slot forever.
-pub const API_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest a control-API connection may go without the node writing to
+/// it. A client that sends nothing, or trickles bytes, cannot hold a
+/// connection slot forever; one that reads an event stream (which sends a
+/// keep-alive every 15 s) or asks request after request keeps it.
+pub const API_CONNECTION_IDLE: Duration = Duration::from_secs(60);
 
 /// A TCP listener that accepts at most [`MAX_API_CONNECTIONS`] at once
-/// and gives each a lifetime of [`API_CONNECTION_LIFETIME`].
+/// and ends each after [`API_CONNECTION_IDLE`] without output.
 struct BoundedListener {
     /// The socket.
     inner: TcpListener,
@@ -186,14 +188,7 @@ impl axum::serve::Listener for BoundedListener {
                 continue;
             };
             match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let io = BoundedStream {
-                        inner: stream,
-                        deadline: Box::pin(tokio::time::sleep(API_CONNECTION_LIFETIME)),
-                        _permit: permit,
-                    };
-                    return (io, addr);
-                }
+                Ok((stream, addr)) => return (BoundedStream::new(stream, permit), addr),
                 Err(e) => {
                     // Out of file descriptors and the like: back off
                     // instead of spinning, as axum's own listener does.
@@ -209,27 +204,35 @@ impl axum::serve::Listener for BoundedListener {
     }
 }
 
-/// A connection that fails with `TimedOut` once its lifetime is over and
-/// frees its slot when dropped.
+/// A connection that fails with `TimedOut` after [`API_CONNECTION_IDLE`]
+/// without a byte written to it, and frees its slot when dropped.
 struct BoundedStream {
     /// The connection.
     inner: TcpStream,
-    /// When the connection must end.
+    /// When the connection must end unless the node writes before.
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// Held while open.
     _permit: OwnedSemaphorePermit,
 }
 
 impl BoundedStream {
+    fn new(inner: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(API_CONNECTION_IDLE)),
+            _permit: permit,
+        }
+    }
+
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.deadline.as_mut().poll(cx).is_ready()
     }
 }
 
-fn lifetime_over() -> std::io::Error {
+fn idle_over() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
-        "control API connection lifetime over",
+        "control API connection idle for too long",
     )
 }
 
@@ -240,7 +243,7 @@ impl AsyncRead for BoundedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.expired(cx) {
-            return Poll::Ready(Err(lifetime_over()));
+            return Poll::Ready(Err(idle_over()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -253,9 +256,15 @@ impl AsyncWrite for BoundedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         if self.expired(cx) {
-            return Poll::Ready(Err(lifetime_over()));
+            return Poll::Ready(Err(idle_over()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            // Output reached the client: the connection is in use.
+            let next = tokio::time::Instant::now() + API_CONNECTION_IDLE;
+            self.deadline.as_mut().reset(next);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -450,4 +459,35 @@ async fn nodes(State(shared): State<Arc<Shared>>) -> Json<NodesInfo> {
         })
         .collect();
     Json(NodesInfo { nodes })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A connection that keeps getting output outlives the idle limit
+    /// many times over; once output stops, it ends after the limit.
+    #[tokio::test(start_paused = true)]
+    async fn connections_live_while_written_to_and_end_when_idle() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let mut server = BoundedStream::new(server, permit);
+        let mut buf = [0u8; 1];
+        for _ in 0..10 {
+            tokio::time::sleep(API_CONNECTION_IDLE / 2).await;
+            server.write_all(b"k").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+        }
+        tokio::time::sleep(API_CONNECTION_IDLE + Duration::from_secs(1)).await;
+        let e = server.write_all(b"k").await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        let e = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    }
 }
