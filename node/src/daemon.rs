@@ -28,7 +28,6 @@ use agora_protocol::{
 use agora_verifier::reputation::{ReputationBook, ReputationConfig};
 use libp2p::Multiaddr;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -36,7 +35,7 @@ use tracing::{debug, info, warn};
 use crate::api::client::ADDR_FILE;
 use crate::api::token::{load_or_create_token, TokenError, TOKEN_FILE};
 use crate::api::types::ExecutorInfo;
-use crate::api::{self, ApiError, ApiState, PeerAddrs, MAX_PEER_ADDRS};
+use crate::api::{self, ApiError, ApiState};
 use crate::blobs::{BlobError, BlobStore};
 use crate::config::{available_cores, DaemonConfig};
 use crate::executor::docker::{DockerConfig, DockerExecutor};
@@ -47,11 +46,10 @@ use crate::jobs::dispatch::OfferValidator;
 use crate::jobs::{Jobs, JobsConfig, JobsDeps, JobsError};
 use crate::network::adverts::{lock_book, unix_now_ms};
 use crate::network::adverts::{run_advert_loop, AdvertConfig, AdvertValidator, SharedPeerBook};
+use crate::network::peeraddrs::{self, PeerAddrs};
 use crate::network::peerbook::PeerBook;
 use crate::network::peerstore;
-use crate::network::{
-    Network, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, TopicValidators,
-};
+use crate::network::{Network, NetworkConfig, NetworkError, NetworkHandle, TopicValidators};
 use crate::reputation::{self, ReputationStore, SharedReputation, VerdictValidator};
 
 /// Name of the sled store directory inside the data directory.
@@ -402,43 +400,6 @@ async fn save_peer_book(book: SharedPeerBook, tree: sled::Tree, cancel: Cancella
     }
 }
 
-/// Keeps the remote address of every connected peer, for `/api/v1/peers`.
-async fn track_peer_addrs(
-    mut events: tokio::sync::broadcast::Receiver<NetworkEvent>,
-    addrs: PeerAddrs,
-    cancel: CancellationToken,
-) {
-    loop {
-        let ev = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            ev = events.recv() => ev,
-        };
-        let mut map = addrs.lock().unwrap_or_else(|p| p.into_inner());
-        match ev {
-            Ok(NetworkEvent::PeerConnected { peer, addr }) => {
-                if map.len() < MAX_PEER_ADDRS || map.contains_key(&peer) {
-                    map.insert(peer, addr);
-                }
-            }
-            Ok(NetworkEvent::PeerDisconnected(peer)) => {
-                map.remove(&peer);
-            }
-            Ok(
-                NetworkEvent::ListeningOn(_)
-                | NetworkEvent::Gossip(_)
-                | NetworkEvent::InboundRequest { .. },
-            ) => {}
-            // Missed events may include disconnects; the API only shows
-            // addresses of peers the network lists as connected, so a
-            // stale entry is never shown, and it goes at the next
-            // disconnect of that peer.
-            Err(RecvError::Lagged(n)) => debug!(skipped = n, "peer tracker lagged"),
-            Err(RecvError::Closed) => break,
-        }
-    }
-}
-
 /// Brings a node up: identity, token, store, executors, network, adverts,
 /// control API. Writes the API's bound address to `DATA_DIR/api.addr`.
 pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
@@ -534,7 +495,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         });
     }
     let peer_addrs: PeerAddrs = Arc::default();
-    tasks.spawn(track_peer_addrs(events, peer_addrs.clone(), cancel.clone()));
+    tasks.spawn(peeraddrs::track(events, peer_addrs.clone(), cancel.clone()));
 
     let cores = available_cores();
     let memory = total_memory_bytes();
@@ -571,6 +532,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             reputation,
             reputation_writes,
             reputation_store,
+            peer_addrs: peer_addrs.clone(),
         },
         cancel.clone(),
     )?;

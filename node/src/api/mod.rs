@@ -15,11 +15,10 @@ pub mod jobs;
 pub mod token;
 pub mod types;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use libp2p::{Multiaddr, PeerId};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,16 +40,9 @@ use self::types::{
     ErrorBody, ExecutorInfo, Health, IdInfo, NodeInfo, NodesInfo, PeerInfo, PeersInfo,
 };
 use crate::network::adverts::{lock_book, unix_now_ms, SharedPeerBook};
+use crate::network::peeraddrs::PeerAddrs;
 use crate::network::peerbook::PeerState;
 use crate::network::{NetworkError, NetworkHandle};
-
-/// Most remote addresses remembered for connected peers; beyond it new
-/// peers are listed without an address.
-pub const MAX_PEER_ADDRS: usize = 4096;
-
-/// The remote address of each connected peer, kept by the daemon from
-/// network events (the handle only lists PeerIds).
-pub type PeerAddrs = Arc<Mutex<HashMap<PeerId, Multiaddr>>>;
 
 /// What the sandboxes look like now (Docker images change).
 pub type ExecutorsSource = Arc<dyn Fn() -> Vec<ExecutorInfo> + Send + Sync>;

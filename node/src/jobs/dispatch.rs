@@ -5,15 +5,11 @@
 //! the peer is this node (`--allow-local`), hands it over in-process.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use agora_protocol::validate::ReplayGuard;
 use agora_protocol::{PeerId, TOPIC_JOBS};
-use agora_verifier::subnet_of;
-use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn, Instrument};
 
@@ -135,26 +131,6 @@ fn to_job(ctx: &Ctx, job: &agora_protocol::ContentId, input: JobInput) -> Respon
     }
 }
 
-/// Most peers whose subnet is remembered (one entry per connected peer,
-/// which the connection limits bound well below this).
-const MAX_SUBNETS: usize = 65_536;
-
-/// The subnet key of a connection's remote address: the IP it came from,
-/// which a peer cannot choose the way it chooses what it advertises. None
-/// for a relayed connection (the address is the relay's) or one without IP.
-fn observed_subnet(addr: &Multiaddr) -> Option<u64> {
-    let mut ip = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::P2pCircuit => return None,
-            Protocol::Ip4(a) if ip.is_none() => ip = Some(IpAddr::V4(a)),
-            Protocol::Ip6(a) if ip.is_none() => ip = Some(IpAddr::V6(a)),
-            _ => {}
-        }
-    }
-    ip.map(subnet_of)
-}
-
 /// Serves gossip and requests until the node stops.
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let mut events = ctx.net.subscribe();
@@ -168,19 +144,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             Ok(NetworkEvent::Gossip(g)) if g.topic == TOPIC_JOBS => {
                 worker::on_offer(&ctx, &g.data, g.source);
             }
-            Ok(NetworkEvent::PeerConnected { peer, addr }) => {
-                let mut subnets = lock(&ctx.subnets);
-                match observed_subnet(&addr) {
-                    Some(s) if subnets.len() < MAX_SUBNETS => {
-                        subnets.insert(peer, s);
-                    }
-                    _ => {
-                        subnets.remove(&peer);
-                    }
-                }
-            }
             Ok(NetworkEvent::PeerDisconnected(peer)) => {
-                lock(&ctx.subnets).remove(&peer);
                 let txs: Vec<_> = lock(&ctx.active).values().map(|a| a.tx.clone()).collect();
                 for tx in txs {
                     // A full queue means the job is busy with inputs; the

@@ -40,6 +40,7 @@ use crate::blobs::BlobStore;
 use crate::executor::docker::DockerExecutor;
 use crate::executor::wasm::WasmExecutor;
 use crate::network::adverts::SharedPeerBook;
+use crate::network::peeraddrs::PeerAddrs;
 use crate::network::NetworkHandle;
 use crate::reputation::{Applied, ReputationStore, SharedReputation};
 
@@ -129,6 +130,8 @@ pub struct JobsDeps {
     pub reputation_writes: mpsc::Sender<Applied>,
     /// Where they are persisted (read for the evidence of each score).
     pub reputation_store: ReputationStore,
+    /// Connected peers' remote addresses, kept by the daemon.
+    pub peer_addrs: PeerAddrs,
 }
 
 /// A submitted job whose task runs.
@@ -153,9 +156,9 @@ pub(crate) struct Ctx {
     pub cfg: JobsConfig,
     pub metrics: JobMetrics,
     pub active: Mutex<HashMap<ContentId, ActiveJob>>,
-    /// The subnet of each connected peer, from the address its connection
-    /// came from (not what it claims), for spreading executors.
-    pub subnets: Mutex<HashMap<PeerId, u64>>,
+    /// The address each connected peer's connection came from (not what
+    /// it claims), whose subnet spreads executors.
+    pub peer_addrs: PeerAddrs,
     pub worker: WorkerState,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
@@ -199,7 +202,7 @@ impl Jobs {
                 cfg,
                 metrics,
                 active: Mutex::new(HashMap::new()),
-                subnets: Mutex::new(HashMap::new()),
+                peer_addrs: deps.peer_addrs,
                 worker,
                 cancel,
                 tasks: TaskTracker::new(),

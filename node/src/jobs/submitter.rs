@@ -49,6 +49,7 @@ use super::{lock, ActiveJob, Ctx};
 use crate::api::types::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
 use crate::blobs;
 use crate::network::adverts::{lock_book, unix_now_ms};
+use crate::network::peeraddrs::subnet_of_peer;
 use crate::network::rpc::{AttestReport, BundleRef, Request};
 use crate::reputation;
 
@@ -652,7 +653,7 @@ impl JobTask {
         if peer == self.ctx.me || self.pool.contains_key(&peer) || self.used().contains(&peer) {
             return;
         }
-        let subnet = lock(&self.ctx.subnets).get(&peer).copied();
+        let subnet = subnet_of_peer(&self.ctx.peer_addrs, &peer);
         self.pool
             .insert(peer, Candidate::from_bid(peer, &bid).with_subnet(subnet));
         self.rec.bids = self.rec.bids.saturating_add(1);

@@ -28,6 +28,7 @@
 pub mod adverts;
 mod behaviour;
 pub mod metrics;
+pub mod peeraddrs;
 pub mod peerbook;
 pub mod peerstore;
 pub mod ratelimit;
