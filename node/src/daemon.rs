@@ -553,9 +553,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             timestamp_ms: 0,
             agent_version: agent_version.clone(),
             wasm: Some(wasm_version.clone()),
-            docker_images: images
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            docker_images: crate::lock(&images)
                 .as_ref()
                 .map(|i| i.iter().take(MAX_IMAGES).cloned().collect()),
             cpu_cores: cores,
@@ -590,7 +588,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
                     biased;
                     () = cancel.cancelled() => break,
                     _ = tick.tick() => match docker.list_local_images().await {
-                        Ok(list) => *images.lock().unwrap_or_else(|p| p.into_inner()) = Some(list),
+                        Ok(list) => *crate::lock(&images) = Some(list),
                         Err(e) => debug!(error = %e, "cannot refresh docker images"),
                     },
                 }
@@ -607,7 +605,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
                 version: Some(wasm_version.clone()),
                 images: None,
             }];
-            if let Some(list) = images.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Some(list) = crate::lock(&images).as_ref() {
                 v.push(ExecutorInfo {
                     kind: "docker".into(),
                     version: None,

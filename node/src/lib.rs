@@ -16,3 +16,13 @@ pub mod jobs;
 pub mod logging;
 pub mod network;
 pub mod reputation;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks a mutex even if a panicking thread poisoned it. Every mutex in
+/// this crate guards plain data (maps, buffers, flags) that each update
+/// leaves consistent in one step, so a panic elsewhere is no reason to
+/// stop serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -391,10 +391,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<PeersInfo>, Htt
     let s = &shared.state;
     let mut connected = s.network.connected_peers().await?;
     connected.sort_by_key(|p| p.to_bytes());
-    let addrs = s
-        .peer_addrs
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let addrs = crate::lock(&s.peer_addrs);
     let peers = connected
         .into_iter()
         .map(|p| PeerInfo {

@@ -7,9 +7,11 @@
 //! turns instead of racing on the partial file).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use agora_protocol::ContentId;
+
+use crate::lock;
 
 /// Above this many entries, dead ones are swept before a new one is added,
 /// so the map stays about as large as the number of locks in use.
@@ -34,7 +36,7 @@ impl<T> Default for KeyedLocks<T> {
 impl<T: Default> KeyedLocks<T> {
     /// The lock object of `id`, shared with everyone else holding it now.
     pub(crate) fn get(&self, id: &ContentId) -> Arc<T> {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.map);
         if let Some(live) = map.get(id).and_then(Weak::upgrade) {
             return live;
         }
@@ -49,10 +51,7 @@ impl<T: Default> KeyedLocks<T> {
     /// Number of map entries, dead ones included (for tests).
     #[cfg(test)]
     fn entries(&self) -> usize {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.map).len()
     }
 }
 

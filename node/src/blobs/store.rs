@@ -23,7 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agora_protocol::{CidError, ContentId, IdPrefix};
@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::locks::KeyedLocks;
 use super::metrics::BlobMetrics;
+use crate::lock;
 use crate::network::rpc::MAX_CHUNK_BYTES;
 
 /// The sled tree holding the index: 32 id bytes to 16 bytes (size, then
@@ -229,12 +230,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a store lock leaves nothing half-done that the
-    // next holder cannot cope with (files and index are repaired at open).
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Hashes a file, streaming; returns its id and length.

@@ -50,7 +50,7 @@ mod pipe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,7 @@ use self::fs::RunDirs;
 use self::limits::{Limiter, Stop, StopFlag};
 use self::pipe::CappedPipe;
 use super::{ExecError, ExecRequest, Executor, OutputStream};
+use crate::lock;
 
 /// `argv[0]` of every job: fixed, so programs that print it agree.
 pub const ARGV0: &str = "main.wasm";
@@ -210,12 +211,6 @@ impl Drop for Ticker {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves valid data behind
-    // (a map, or nothing), so poisoning is not a reason to stop serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn setup_error(context: &str, e: impl std::fmt::Display) -> ExecError {

@@ -13,11 +13,12 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::record::{JobRecordDb, StoredBlob};
 use super::submitter::{self, cap_for, JobInput};
-use super::{lock, Jobs};
+use super::Jobs;
 use crate::api::types::{
     AdaptivePlan, BlobInfo, EvidenceInfo, ExecutorRecord, JobEvent, JobRecord, JobResult, JobState,
     ReplicationMode, ReputationInfo, SubmitExecutor, SubmitJob,
 };
+use crate::lock;
 use crate::network::adverts::unix_now_ms;
 
 /// Why a job request failed; each maps to an HTTP status.

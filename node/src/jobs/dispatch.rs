@@ -15,8 +15,9 @@ use tracing::{debug, warn, Instrument};
 
 use super::checks::{check_bid, check_offer};
 use super::submitter::JobInput;
-use super::{lock, worker, Ctx};
+use super::{worker, Ctx};
 use crate::blobs;
+use crate::lock;
 use crate::network::adverts::unix_now_ms;
 use crate::network::rpc::{Request, Response, RpcError};
 use crate::network::{GossipMessage, GossipValidator, NetworkError, NetworkEvent, Validation};

@@ -26,7 +26,7 @@ pub mod submitter;
 pub mod worker;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_protocol::{ContentId, NodeKey, PeerId};
@@ -49,12 +49,6 @@ use self::metrics::JobMetrics;
 use self::record::JobDb;
 use self::submitter::JobInput;
 use self::worker::WorkerState;
-
-/// Locks a mutex even if a panicking thread poisoned it: the guarded data
-/// are plain maps whose every update is a single step.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Settings of the job lifecycle.
 #[derive(Debug, Clone)]

@@ -45,9 +45,10 @@ use super::dispatch::{deliver, DeliverError};
 use super::record::{
     ExecutorState, JobRecordDb, QuorumInput, StoredBlob, StoredExecutor, StoredResult,
 };
-use super::{lock, ActiveJob, Ctx};
+use super::{ActiveJob, Ctx};
 use crate::api::types::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
 use crate::blobs;
+use crate::lock;
 use crate::network::adverts::{lock_book, unix_now_ms};
 use crate::network::peeraddrs::subnet_of_peer;
 use crate::network::rpc::{AttestReport, BundleRef, Request};

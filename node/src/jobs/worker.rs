@@ -23,11 +23,12 @@ use super::checks::{check_assignment, read_offer, unmet, Capacity, Requirement};
 use super::dispatch::{deliver, DeliverError};
 use super::fault::Tampered;
 use super::record::{WorkItem, WorkState};
-use super::{lock, Ctx, JobsConfig};
+use super::{Ctx, JobsConfig};
 use crate::blobs;
 use crate::executor::docker::DockerExecutor;
 use crate::executor::wasm::WasmExecutor;
 use crate::executor::{ExecRequest, Executor};
+use crate::lock;
 use crate::network::adverts::unix_now_ms;
 use crate::network::rpc::{
     AttestReport, BundleRef, Request, Response, RpcError, MAX_INLINE_BUNDLE_BYTES,

@@ -53,7 +53,7 @@ pub type SharedPeerBook = Arc<Mutex<PeerBook>>;
 /// data that every method leaves consistent, so a panic elsewhere while
 /// holding it does not make it unusable.
 pub fn lock_book(book: &SharedPeerBook) -> MutexGuard<'_, PeerBook> {
-    book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::lock(book)
 }
 
 /// Milliseconds since the Unix epoch by the system clock (0 if the clock

@@ -24,8 +24,7 @@ pub type PeerAddrs = Arc<Mutex<HashMap<PeerId, Multiaddr>>>;
 
 /// The subnet key of `peer`'s connection, if its address is known.
 pub fn subnet_of_peer(addrs: &PeerAddrs, peer: &PeerId) -> Option<u64> {
-    let map = addrs.lock().unwrap_or_else(|p| p.into_inner());
-    map.get(peer).and_then(observed_subnet)
+    crate::lock(addrs).get(peer).and_then(observed_subnet)
 }
 
 /// The subnet key of a connection's remote address: the IP it came from,
@@ -57,15 +56,15 @@ pub async fn track(
             () = cancel.cancelled() => break,
             ev = events.recv() => ev,
         };
-        let mut map = addrs.lock().unwrap_or_else(|p| p.into_inner());
         match ev {
             Ok(NetworkEvent::PeerConnected { peer, addr }) => {
+                let mut map = crate::lock(&addrs);
                 if map.len() < MAX_PEER_ADDRS || map.contains_key(&peer) {
                     map.insert(peer, addr);
                 }
             }
             Ok(NetworkEvent::PeerDisconnected(peer)) => {
-                map.remove(&peer);
+                crate::lock(&addrs).remove(&peer);
             }
             Ok(
                 NetworkEvent::ListeningOn(_)

@@ -51,7 +51,7 @@ pub struct StopFlag {
 impl StopFlag {
     /// Records `stop` unless a reason is already recorded.
     pub fn record(&self, stop: Stop) {
-        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = crate::lock(&self.reason);
         if r.is_none() {
             *r = Some(stop);
             self.set.store(true, Ordering::SeqCst);
@@ -63,10 +63,7 @@ impl StopFlag {
         if !self.set.load(Ordering::SeqCst) {
             return None;
         }
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::lock(&self.reason).clone()
     }
 }
 

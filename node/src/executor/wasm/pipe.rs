@@ -72,7 +72,7 @@ impl CappedPipe {
     /// A poisoned lock only means another handle panicked mid-append; the
     /// buffer is still a valid byte vector, so keep using it.
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.state.buf.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state.buf)
     }
 
     /// Appends `data`, or refuses and records the overflow if the total
