@@ -42,6 +42,11 @@ pub struct DaemonArgs {
     /// Most jobs run at once; default one per core.
     #[arg(long, value_name = "N")]
     max_jobs: Option<u32>,
+    /// Peer whose gossiped verdicts count from the start, e.g. another of
+    /// your own nodes (repeatable). Others earn it by agreeing with this
+    /// node's own jobs.
+    #[arg(long = "trust", value_name = "PEER_ID")]
+    trust: Vec<String>,
     /// This node is part of a test network (required by --fault).
     #[arg(long)]
     testnet: bool,
@@ -95,6 +100,7 @@ pub fn daemon_config(
         log_format,
         testnet: args.testnet,
         fault: args.fault.clone(),
+        trust: args.trust.clone(),
     })?)
 }
 

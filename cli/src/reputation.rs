@@ -55,7 +55,7 @@ pub async fn run(args: ReputationArgs, data_dir: &Path) -> Result<i32> {
                 p.agreed.to_string(),
                 p.disagreed.to_string(),
                 p.missed.to_string(),
-                if p.excluded { "yes" } else { "no" }.into(),
+                p.standing.clone(),
                 // Clean jobs in a row here; "trusted": may run adaptive
                 // jobs alone.
                 if p.trusted {
@@ -75,7 +75,7 @@ pub async fn run(args: ReputationArgs, data_dir: &Path) -> Result<i32> {
             "AGREED",
             "DISAGREED",
             "MISSED",
-            "EXCLUDED",
+            "STANDING",
             "STREAK",
             "LAST SEEN",
             "EVIDENCE",

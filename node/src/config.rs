@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_protocol::limits::{MAX_ADDRS, MAX_LABELS, MAX_STRING_BYTES};
+use agora_protocol::PeerId;
 use agora_verifier::AdaptivePolicy;
 use libp2p::Multiaddr;
 use serde::Deserialize;
@@ -92,6 +93,11 @@ pub struct DaemonConfig {
     /// (file keys `adaptive_min_clean_streak`, default 10, and
     /// `adaptive_spot_check_permille`, default 50).
     pub adaptive: AdaptivePolicy,
+    /// Peers the operator vouches for (its own machines, say): their
+    /// gossiped verdicts count from the start, as EigenTrust's pre-trusted
+    /// peers. Everyone else earns that by agreeing with this node's own
+    /// jobs.
+    pub trust: Vec<PeerId>,
 }
 
 /// Default [`DaemonConfig::blob_budget_bytes`]: 10 GiB.
@@ -124,6 +130,8 @@ pub struct FileConfig {
     /// Share of a trusted peer's adaptive jobs spot-checked at full
     /// replication, in thousandths.
     pub adaptive_spot_check_permille: Option<u32>,
+    /// See [`DaemonConfig::trust`] (PeerIds).
+    pub trust: Option<Vec<String>>,
 }
 
 /// Settings given on the command line (or by environment variables); each
@@ -150,6 +158,8 @@ pub struct Overrides {
     pub testnet: bool,
     /// `--fault MODE`.
     pub fault: Option<String>,
+    /// `--trust PEER` (replaces the file's list when any is given).
+    pub trust: Vec<String>,
 }
 
 /// Why the configuration is unusable.
@@ -264,6 +274,7 @@ impl DaemonConfig {
             fault: None,
             uniform_selection: false,
             adaptive: AdaptivePolicy::default(),
+            trust: Vec::new(),
         }
     }
 
@@ -306,6 +317,15 @@ impl DaemonConfig {
         }
         if let Some(v) = pick(flags.external, file.external) {
             c.external = parse_addrs("external address", &v)?;
+        }
+        if let Some(v) = pick(flags.trust, file.trust) {
+            c.trust = v
+                .iter()
+                .map(|p| {
+                    p.parse::<PeerId>()
+                        .map_err(|e| invalid("trusted peer", p, format!("{e} (expected a PeerId)")))
+                })
+                .collect::<Result<_, _>>()?;
         }
         if let Some(api) = flags.api.or(file.api) {
             c.api = api
@@ -446,6 +466,7 @@ mod tests {
             max_jobs = 3
             log_format = "json"
             docker = false
+            trust = ["12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"]
             [labels]
             region = "eu"
             gpu = "none"
@@ -460,6 +481,7 @@ mod tests {
         assert_eq!(only_file.log_format, LogFormat::Json);
         assert!(!only_file.docker);
         assert_eq!(only_file.labels["region"], "eu");
+        assert_eq!(only_file.trust.len(), 1);
 
         let flags = Overrides {
             listen: vec!["/ip4/127.0.0.1/tcp/9100".into()],
@@ -520,6 +542,11 @@ mod tests {
             ..Overrides::default()
         });
         assert!(e.contains("max_jobs"), "{e}");
+        let e = bad(Overrides {
+            trust: vec!["not-a-peer".into()],
+            ..Overrides::default()
+        });
+        assert!(e.contains("trusted peer"), "{e}");
         let e = bad(Overrides {
             fault: Some("lie".into()),
             ..Overrides::default()

@@ -463,6 +463,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         reason: e.to_string(),
     })?;
     let mut rep_book = ReputationBook::new(ReputationConfig::default());
+    rep_book.set_trusted(config.trust.iter().copied());
     reputation_store.load_into(&mut rep_book);
     let reputation: SharedReputation = Arc::new(Mutex::new(rep_book));
     let (reputation_writes, reputation_rx) = reputation::write_queue();

@@ -1,13 +1,16 @@
 //! Reputation on the node: the [`ReputationBook`] persisted in sled (tree
 //! `reputation`) with, per peer, the latest pieces of evidence that moved
 //! its score (own job, or a gossiped verdict and from whom), and the
-//! gossip validator of `agora/verdicts/1`.
+//! gossip validator of [`TOPIC_VERDICTS`].
 //!
 //! A gossiped verdict is applied in the validator (like adverts into the
-//! peer book): `ReputationBook::apply_verdict` checks every embedded
-//! signature and the quorum arithmetic before it changes anything, so a
-//! forged verdict changes no score and is not forwarded. Verdicts are rate
-//! limited per signer and deduplicated by job id.
+//! peer book): `ReputationBook::apply_verdict` checks the embedded spec,
+//! every embedded signature (attestations, and the acceptance behind each
+//! miss) and the quorum arithmetic before it changes anything, so a forged
+//! verdict changes no score, is not forwarded, and costs its sender gossip
+//! score (`Validation::Reject`). A well-formed verdict from a publisher
+//! this node does not (yet) trust is forwarded but changes nothing here.
+//! Verdicts are rate limited per signer and deduplicated by job id.
 
 use std::sync::{Arc, Mutex};
 
@@ -232,7 +235,7 @@ pub fn write_queue() -> (mpsc::Sender<Applied>, mpsc::Receiver<Applied>) {
     mpsc::channel(PENDING_WRITES)
 }
 
-/// The gossip validator of `agora/verdicts/1`.
+/// The gossip validator of [`TOPIC_VERDICTS`].
 pub struct VerdictValidator {
     book: SharedReputation,
     writes: mpsc::Sender<Applied>,
@@ -281,9 +284,8 @@ impl GossipValidator for VerdictValidator {
                 });
                 Validation::Accept
             }
-            Err(VerdictError::AlreadyApplied(_)) => {
-                Validation::Ignore("verdict already applied".into())
-            }
+            // A replay or a clock out of step: not forwarded, nobody blamed.
+            Err(e) if !e.is_forgery() => Validation::Ignore(format!("verdict ignored: {e}")),
             Err(e) => Validation::Reject(format!("verdict refused: {e}")),
         }
     }
@@ -291,7 +293,7 @@ impl GossipValidator for VerdictValidator {
 
 #[cfg(test)]
 mod tests {
-    use agora_protocol::{Attestation, NodeKey, VerdictOutcome};
+    use agora_protocol::{Acceptance, Attestation, JobSpec, NodeKey, VerdictOutcome};
     use agora_verifier::reputation::ReputationConfig;
 
     use super::*;
@@ -305,16 +307,33 @@ mod tests {
         })
     }
 
-    fn verdict(job: ContentId, atts: Vec<Signed<Attestation>>, accepted: &[u8]) -> Verdict {
+    /// A 2-of-3 verdict on a job `submitter` really signed, with
+    /// attestations made by `atts(job id)`.
+    fn verdict(
+        submitter: &NodeKey,
+        nonce: u64,
+        atts: impl Fn(ContentId) -> Vec<Signed<Attestation>>,
+        accepted: Option<&[u8]>,
+    ) -> Verdict {
+        let spec = submitter.sign(&JobSpec {
+            nonce,
+            ..JobSpec::wasm(ContentId::of(b"module"))
+        });
+        let job = spec.id();
         Verdict {
             job,
+            spec,
             k: 2,
             n: 3,
-            outcome: VerdictOutcome::Verified,
-            accepted: Some(ContentId::of(accepted)),
-            attestations: atts,
+            outcome: if accepted.is_some() {
+                VerdictOutcome::Verified
+            } else {
+                VerdictOutcome::Timeout
+            },
+            accepted: accepted.map(ContentId::of),
+            attestations: atts(job),
             missed: vec![],
-            decided_at_ms: 1,
+            decided_at_ms: unix_now_ms(),
         }
     }
 
@@ -328,42 +347,77 @@ mod tests {
     }
 
     #[test]
-    fn forged_verdicts_change_no_score_and_a_true_one_does() {
-        let book: SharedReputation =
-            Arc::new(Mutex::new(ReputationBook::new(ReputationConfig::default())));
-        let (tx, mut rx) = write_queue();
-        let v = VerdictValidator::new(book.clone(), tx);
+    fn forged_verdicts_are_rejected_and_a_true_one_counts() {
         let submitter = NodeKey::generate();
         let (a, b, c) = (
             NodeKey::generate(),
             NodeKey::generate(),
             NodeKey::generate(),
         );
-        let job = ContentId::of(b"job");
+        let mut book = ReputationBook::new(ReputationConfig::default());
+        // The operator vouches for the submitter; a and b are known here.
+        book.set_trusted([submitter.peer_id()]);
+        book.observe(a.peer_id(), Observation::Agreed, 0);
+        book.observe(b.peer_id(), Observation::Agreed, 0);
+        let book: SharedReputation = Arc::new(Mutex::new(book));
+        let start = lock(&book).clone();
+        let (tx, mut rx) = write_queue();
+        let v = VerdictValidator::new(book.clone(), tx);
+        let same = |x: &ReputationBook| {
+            x.records().map(|(p, r)| (*p, *r)).collect::<Vec<_>>()
+                == start.records().map(|(p, r)| (*p, *r)).collect::<Vec<_>>()
+        };
 
         // Fewer than k attestations back the accepted hash: c is framed.
         let thin = verdict(
-            job,
-            vec![attest(&a, job, b"ok"), attest(&c, job, b"other")],
-            b"ok",
+            &submitter,
+            0,
+            |j| vec![attest(&a, j, b"ok"), attest(&c, j, b"other")],
+            Some(b"ok"),
         );
         // A second supporter made up from a's signed attestation: a
         // signature names its signer, so it counts as a's, not b's.
-        let stolen = attest(&a, job, b"ok");
         let by_other = verdict(
-            job,
-            vec![attest(&a, job, b"ok"), stolen, attest(&c, job, b"bad")],
-            b"ok",
+            &submitter,
+            1,
+            |j| {
+                vec![
+                    attest(&a, j, b"ok"),
+                    attest(&a, j, b"ok"),
+                    attest(&c, j, b"bad"),
+                ]
+            },
+            Some(b"ok"),
         );
+        // A miss with no acceptance by the accused: the submitter signs
+        // one itself in c's name, which names the submitter, not c, and
+        // is for another job.
+        let mut framed = verdict(&submitter, 2, |_| vec![], None);
+        framed.missed = vec![submitter.sign(&Acceptance {
+            job: ContentId::of(b"elsewhere"),
+            submitter: submitter.peer_id(),
+            attempt: 0,
+            deadline_ms: 1,
+        })];
+        // A job that does not exist: the spec is another job's.
+        let mut ghost = verdict(&submitter, 3, |_| vec![], None);
+        ghost.job = ContentId::of(b"no such job");
+        // k = 1: an accomplice's one signature.
+        let mut solo = verdict(&submitter, 4, |j| vec![attest(&c, j, b"ok")], Some(b"ok"));
+        solo.k = 1;
+        solo.n = 1;
         // A valid verdict, then its bytes with one flipped (bad signature).
         let good = verdict(
-            job,
-            vec![
-                attest(&a, job, b"ok"),
-                attest(&b, job, b"ok"),
-                attest(&c, job, b"bad"),
-            ],
-            b"ok",
+            &submitter,
+            5,
+            |j| {
+                vec![
+                    attest(&a, j, b"ok"),
+                    attest(&b, j, b"ok"),
+                    attest(&c, j, b"bad"),
+                ]
+            },
+            Some(b"ok"),
         );
         let mut tampered = submitter.sign(&good).encode();
         let last = tampered.len() - 1;
@@ -375,13 +429,20 @@ mod tests {
                 "attestation by someone else",
                 submitter.sign(&by_other).encode(),
             ),
+            (
+                "a miss without the accused's acceptance",
+                submitter.sign(&framed).encode(),
+            ),
+            ("a job that does not exist", submitter.sign(&ghost).encode()),
+            ("k = 1", submitter.sign(&solo).encode()),
             ("bad signature", tampered),
         ] {
+            let r = gossip(&v, &submitter, &data);
             assert!(
-                matches!(gossip(&v, &submitter, &data), Validation::Reject(_)),
-                "{what} must be rejected"
+                matches!(r, Validation::Reject(_)),
+                "{what} must be rejected: {r:?}"
             );
-            assert!(lock(&book).is_empty(), "{what} changed the book");
+            assert!(same(&lock(&book)), "{what} changed the book");
             assert!(rx.try_recv().is_err(), "{what} queued a write");
         }
         // Published by someone other than its signer.
@@ -390,20 +451,40 @@ mod tests {
             gossip(&v, &other, &submitter.sign(&good).encode()),
             Validation::Reject(_)
         ));
-        assert!(lock(&book).is_empty());
+        assert!(same(&lock(&book)));
+
+        // A stranger's well-formed verdict is forwarded but changes nothing.
+        let stranger = NodeKey::generate();
+        let theirs = verdict(
+            &stranger,
+            0,
+            |j| {
+                vec![
+                    attest(&a, j, b"x"),
+                    attest(&b, j, b"x"),
+                    attest(&c, j, b"y"),
+                ]
+            },
+            Some(b"x"),
+        );
+        assert_eq!(
+            gossip(&v, &stranger, &stranger.sign(&theirs).encode()),
+            Validation::Accept
+        );
+        assert!(same(&lock(&book)), "a newcomer's verdict changed the book");
 
         assert_eq!(
             gossip(&v, &submitter, &submitter.sign(&good).encode()),
             Validation::Accept
         );
-        let b = lock(&book);
+        let bk = lock(&book);
         assert!(
-            b.score(&c.peer_id()) < b.score(&a.peer_id()),
+            bk.score(&c.peer_id()) < bk.score(&a.peer_id()),
             "the liar lost standing"
         );
-        drop(b);
+        drop(bk);
         assert!(rx.try_recv().is_ok(), "the change is queued for the store");
-        // The same verdict again changes nothing more.
+        // The same verdict again changes nothing more and blames nobody.
         assert!(matches!(
             gossip(&v, &submitter, &submitter.sign(&good).encode()),
             Validation::Ignore(_)

@@ -109,6 +109,24 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// A Wasm job running `module` with no arguments, inputs or outputs,
+    /// default resources and replication, made at time 0 with nonce 0:
+    /// set the public fields for anything else.
+    pub fn wasm(module: ContentId) -> Self {
+        Self {
+            executor: ExecutorSpec::Wasm { module },
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            stdin: None,
+            inputs: BTreeMap::new(),
+            outputs: Vec::new(),
+            resources: Resources::default(),
+            replication: Replication::default(),
+            created_at_ms: 0,
+            nonce: 0,
+        }
+    }
+
     /// Every blob the job needs: module, stdin and inputs.
     pub fn blobs(&self) -> Vec<ContentId> {
         let mut v = Vec::new();

@@ -24,7 +24,7 @@ pub use codec::DecodeError;
 pub use job::{ExecutorSpec, JobSpec, Replication, Resources};
 pub use libp2p_identity::PeerId;
 pub use messages::{
-    Assignment, Attestation, AttestedResult, Bid, CapabilityAdvert, JobOffer, Verdict,
+    Acceptance, Assignment, Attestation, AttestedResult, Bid, CapabilityAdvert, JobOffer, Verdict,
     VerdictOutcome,
 };
 pub use result::ResultBundle;
@@ -38,7 +38,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const TOPIC_ADVERTS: &str = "agora/adverts/1";
 /// Gossipsub topic for job offers.
 pub const TOPIC_JOBS: &str = "agora/jobs/1";
-/// Gossipsub topic for verdicts.
-pub const TOPIC_VERDICTS: &str = "agora/verdicts/1";
+/// Gossipsub topic for verdicts (version 2: verdicts carry the signed spec
+/// and the acceptances behind every miss).
+pub const TOPIC_VERDICTS: &str = "agora/verdicts/2";
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: &str = "/agora/kad/1.0.0";

@@ -141,6 +141,32 @@ impl SignedMessage for Assignment {
     const DOMAIN: &'static str = "agora/assignment";
 }
 
+/// An executor's signed acceptance of an assignment: "I took job J from
+/// submitter S and owe an answer by D". It is the only evidence on which
+/// a verdict may charge the executor with a miss, so nobody can be blamed
+/// for work it never took on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acceptance {
+    /// The job accepted.
+    pub job: ContentId,
+    /// The submitter it was accepted from.
+    pub submitter: PeerId,
+    /// The assignment attempt accepted.
+    pub attempt: u32,
+    /// The answer is due by this instant (ms since the Unix epoch).
+    pub deadline_ms: u64,
+}
+
+impl Bounded for Acceptance {
+    fn check_bounds(&self) -> Result<(), LimitError> {
+        Ok(())
+    }
+}
+
+impl SignedMessage for Acceptance {
+    const DOMAIN: &'static str = "agora/acceptance";
+}
+
 /// An executor's signed claim: "running job J gave result hash H".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
@@ -195,12 +221,17 @@ pub enum VerdictOutcome {
 }
 
 /// The submitter's signed account of a decided job, gossiped on
-/// `agora/verdicts/1`. It embeds the executors' own signed attestations so
-/// every node can check who agreed without trusting the submitter's word.
+/// [`crate::TOPIC_VERDICTS`]. It embeds the submitter's signed spec (the
+/// job exists and is the signer's), the executors' own signed attestations
+/// and, for every executor charged with a miss, its own signed acceptance,
+/// so every node can check who agreed and who owed an answer without
+/// trusting the submitter's word.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// The job decided.
     pub job: ContentId,
+    /// The submitter-signed spec; its content id is `job`.
+    pub spec: Signed<JobSpec>,
     /// Agreement threshold the job used.
     pub k: u8,
     /// Executors first assigned.
@@ -211,14 +242,16 @@ pub struct Verdict {
     pub accepted: Option<ContentId>,
     /// Every attestation the submitter received for the job.
     pub attestations: Vec<Signed<Attestation>>,
-    /// Executors assigned that never answered in time.
-    pub missed: Vec<PeerId>,
+    /// The signed acceptances of the executors that took the job on and
+    /// never answered.
+    pub missed: Vec<Signed<Acceptance>>,
     /// When the decision was made (ms since the Unix epoch).
     pub decided_at_ms: u64,
 }
 
 impl Bounded for Verdict {
     fn check_bounds(&self) -> Result<(), LimitError> {
+        self.spec.check_bounds()?;
         check(
             "verdict.attestations",
             self.attestations.len(),
@@ -231,7 +264,11 @@ impl Bounded for Verdict {
             "verdict.missed",
             self.missed.len(),
             limits::MAX_ATTESTATIONS,
-        )
+        )?;
+        for m in &self.missed {
+            m.check_bounds()?;
+        }
+        Ok(())
     }
 }
 

@@ -229,6 +229,7 @@ mod tests {
     use crate::reputation::Observation;
     use agora_protocol::{Attestation, ContentId, NodeKey, VerdictOutcome, Verified};
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn key(i: u8) -> NodeKey {
         NodeKey::from_secret([i; 32])
@@ -288,7 +289,9 @@ mod tests {
         let plan = policy.plan(&book, &liar, 3, 2, 7);
         assert_eq!(plan.kind, PlanKind::SpotCheck);
         assert!(plan.counts_as_evidence());
-        let job = ContentId::of(b"job");
+        let me = key(9);
+        let spec = me.sign(&agora_protocol::JobSpec::wasm(ContentId::of(b"module")));
+        let job = spec.id();
         let mut q = Quorum::new(job, plan.n, plan.k, plan.n).unwrap();
         for k in &ks {
             q.assign(k.peer_id()).unwrap();
@@ -304,12 +307,11 @@ mod tests {
             .unwrap();
         }
         assert!(matches!(q.decision(), Decision::Verified { .. }));
-        let verdict = q.verdict(2).unwrap();
+        let verdict = q.verdict(&spec, &BTreeMap::new(), 2).unwrap();
         assert_eq!(verdict.outcome, VerdictOutcome::Verified);
-        let me = key(9).peer_id();
         book.apply_verdict(
             &Verified {
-                signer: me,
+                signer: me.peer_id(),
                 value: verdict,
             },
             true,

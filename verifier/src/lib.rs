@@ -31,7 +31,7 @@ pub mod sim;
 pub use adaptive::{AdaptiveConfigError, AdaptivePolicy, PlanKind, ReplicationPlan};
 pub use quorum::{Decision, Ended, Failure, MoreReason, Quorum, QuorumConfigError, QuorumError};
 pub use reputation::{
-    Observation, PeerRecord, ReputationBook, ReputationConfig, ScoreChange, VerdictEffect,
-    VerdictError,
+    Observation, PeerRecord, ReputationBook, ReputationConfig, ScoreChange, Standing,
+    VerdictEffect, VerdictError,
 };
 pub use select::{select_executors, select_executors_with, subnet_of, Candidate, SelectConfig};

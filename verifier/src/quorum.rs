@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 
 use agora_protocol::limits::{MAX_ATTESTATIONS, MAX_REPLICATION};
-use agora_protocol::{Attestation, ContentId, PeerId, SignError, Signed, Verdict, VerdictOutcome};
+use agora_protocol::{
+    Acceptance, Attestation, ContentId, JobSpec, PeerId, SignError, Signed, Verdict, VerdictOutcome,
+};
 
 /// Why a quorum could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -448,11 +450,19 @@ impl Quorum {
         }
     }
 
-    /// The verdict for a decided job, unsigned (the node signs it): every
-    /// accepted attestation, and as `missed` every executor that missed its
-    /// deadline or crashed, in assignment order. `None` while undecided or
-    /// when cancelled (a cancelled job has no verdict).
-    pub fn verdict(&self, decided_at_ms: u64) -> Option<Verdict> {
+    /// The verdict for a decided job, unsigned (the node signs it): the
+    /// job's signed `spec`, every accepted attestation, and as `missed`
+    /// the signed acceptance (from `acceptances`) of every executor that
+    /// missed its deadline or crashed, in assignment order. An executor
+    /// with no acceptance never took the job on and is charged nothing.
+    /// `None` while undecided or when cancelled (a cancelled job has no
+    /// verdict).
+    pub fn verdict(
+        &self,
+        spec: &Signed<JobSpec>,
+        acceptances: &BTreeMap<PeerId, Signed<Acceptance>>,
+        decided_at_ms: u64,
+    ) -> Option<Verdict> {
         let (outcome, accepted) = match self.decided.as_ref()? {
             Decision::Verified { hash, .. } => (VerdictOutcome::Verified, Some(*hash)),
             Decision::Failed(Failure::NoConsensus { .. }) => (VerdictOutcome::NoConsensus, None),
@@ -463,10 +473,11 @@ impl Quorum {
             .order
             .iter()
             .filter(|p| matches!(self.slots.get(*p), Some(Slot::Ended(_))))
-            .copied()
+            .filter_map(|p| acceptances.get(p).cloned())
             .collect();
         Some(Verdict {
             job: self.job,
+            spec: spec.clone(),
             k: self.k,
             n: self.n,
             outcome,
@@ -508,6 +519,34 @@ mod tests {
             exit_code: 0,
             finished_at_ms: 1,
         })
+    }
+
+    /// The verdict with a spec signed by key 99 and an acceptance from
+    /// every key in `keys`.
+    fn verdict_of(q: &Quorum, keys: &[NodeKey], at: u64) -> Option<Verdict> {
+        let submitter = key(99);
+        let spec = submitter.sign(&JobSpec::wasm(h("module")));
+        let acceptances = keys
+            .iter()
+            .map(|k| {
+                let a = Acceptance {
+                    job: job(),
+                    submitter: submitter.peer_id(),
+                    attempt: 0,
+                    deadline_ms: 1,
+                };
+                (k.peer_id(), k.sign(&a))
+            })
+            .collect();
+        q.verdict(&spec, &acceptances, at)
+    }
+
+    /// Who a verdict charges with a miss.
+    fn missed(v: &Verdict) -> Vec<PeerId> {
+        v.missed
+            .iter()
+            .map(|a| a.verify().unwrap().signer)
+            .collect()
     }
 
     fn quorum(n: u8, k: u8, cap: u8, keys: &[NodeKey]) -> Quorum {
@@ -578,7 +617,7 @@ mod tests {
                 disagreeing: vec![(keys[1].peer_id(), h("bad"))],
             }
         );
-        let v = q.verdict(77).unwrap();
+        let v = verdict_of(&q, &keys, 77).unwrap();
         assert_eq!(v.outcome, VerdictOutcome::Verified);
         assert_eq!(v.accepted, Some(h("good")));
         assert_eq!(v.attestations.len(), 3);
@@ -706,11 +745,16 @@ mod tests {
             q.missed(keys[3].peer_id()).unwrap(),
             Decision::Failed(Failure::Timeout)
         );
-        let v = q.verdict(5).unwrap();
+        let v = verdict_of(&q, &keys, 5).unwrap();
         assert_eq!(v.outcome, VerdictOutcome::Timeout);
         assert_eq!(
-            v.missed,
+            missed(&v),
             vec![keys[1].peer_id(), keys[2].peer_id(), keys[3].peer_id()]
+        );
+        // Without an acceptance an executor never took the job on.
+        assert_eq!(
+            missed(&verdict_of(&q, &keys[2..3], 5).unwrap()),
+            vec![keys[2].peer_id()]
         );
         assert_eq!(v.attestations.len(), 1);
     }
@@ -743,7 +787,10 @@ mod tests {
         };
         assert_eq!(hashes.len(), 5);
         assert!(hashes.iter().all(|&(_, c)| c == 1));
-        assert_eq!(q.verdict(1).unwrap().outcome, VerdictOutcome::NoConsensus);
+        assert_eq!(
+            verdict_of(&q, &keys, 1).unwrap().outcome,
+            VerdictOutcome::NoConsensus
+        );
     }
 
     #[test]
@@ -756,7 +803,10 @@ mod tests {
         q.assign(keys[3].peer_id()).unwrap();
         let d = q.attest(&att(&keys[3], job(), h("b"))).unwrap();
         assert!(matches!(d, Decision::Verified { hash, .. } if hash == h("b")));
-        assert_eq!(q.verdict(1).unwrap().missed, vec![keys[2].peer_id()]);
+        assert_eq!(
+            missed(&verdict_of(&q, &keys, 1).unwrap()),
+            vec![keys[2].peer_id()]
+        );
     }
 
     #[test]
@@ -787,7 +837,7 @@ mod tests {
         let keys: Vec<NodeKey> = (1..=3).map(key).collect();
         let mut q = quorum(3, 2, 3, &keys);
         assert_eq!(q.cancel().unwrap(), Decision::Cancelled);
-        assert_eq!(q.verdict(1), None);
+        assert_eq!(verdict_of(&q, &keys, 1), None);
         assert_eq!(
             dbg(q.attest(&att(&keys[0], job(), h("a")))),
             dbg(Err::<Decision, _>(QuorumError::Late(keys[0].peer_id())))
@@ -799,8 +849,8 @@ mod tests {
             q.job_deadline_passed().unwrap(),
             Decision::Failed(Failure::Timeout)
         );
-        let v = q.verdict(9).unwrap();
-        assert_eq!(v.missed, vec![keys[1].peer_id(), keys[2].peer_id()]);
+        let v = verdict_of(&q, &keys, 9).unwrap();
+        assert_eq!(missed(&v), vec![keys[1].peer_id(), keys[2].peer_id()]);
         assert!(q.running().is_empty());
     }
 
@@ -808,7 +858,7 @@ mod tests {
     fn undecided_has_no_verdict() {
         let keys: Vec<NodeKey> = (1..=3).map(key).collect();
         let q = quorum(3, 2, 3, &keys);
-        assert_eq!(q.verdict(1), None);
+        assert_eq!(verdict_of(&q, &keys, 1), None);
         assert_eq!(q.running().len(), 3);
     }
 

@@ -1,30 +1,61 @@
 //! Reputation: this node's opinion of every peer, built only from
 //! verifiable evidence — its own quorum decisions, and gossiped verdicts
-//! whose embedded signed attestations check out.
+//! whose embedded signatures check out and whose publisher has earned a
+//! say.
+//!
+//! **Evidence.** A verdict must embed the submitter's signed spec (the job
+//! exists and is the signer's), the executors' signed attestations (who
+//! answered what) and, for every executor it charges with a miss, that
+//! executor's own signed [`Acceptance`] of the job from this submitter. A
+//! gossiped miss counts only once the accepted deadline had passed when
+//! the verdict was decided. Verdicts with `k < 2` carry no agreement: one
+//! signature is nobody's cross-check ([`check_evidence`]).
+//!
+//! **Standing ([`Standing`]).** Trust is anchored in this node's own
+//! experience, as EigenTrust anchors in pre-trusted peers: a peer is
+//! *established* once it agreed with `establish_after` results of this
+//! node's own jobs, or when the operator pinned it
+//! ([`ReputationBook::set_trusted`]). Only established publishers' verdicts
+//! weigh anything; a newcomer's change nothing.
 //!
 //! **Weighting (fixed point).** A local verdict applies each change at full
-//! weight. A gossiped verdict applies it scaled by our trust in the node
-//! that signed the verdict, in thousandths:
-//! `weight_permille = min(1000, reporter_score * 1000 / start)`, and `0`
-//! if the reporter is excluded. A change of `delta` points becomes
-//! `delta * weight_permille / 1000`, rounded toward zero, so a weakly
-//! trusted reporter can move a score by less than the full step (or not at
-//! all) but never by more. A reporter's verdict never changes its own
-//! record.
+//! weight. A gossiped verdict applies it scaled by our trust in its
+//! established publisher, in thousandths:
+//! `weight_permille = min(1000, publisher_score * 1000 / start)`. A change
+//! of `delta` points becomes `delta * weight_permille / 1000`, rounded
+//! toward zero, and then at most what is left of the publisher's budget for
+//! that peer: one publisher moves one peer's score by at most
+//! `gossip_budget` points per `gossip_window_ms` (by default exactly the
+//! distance from the start score to exclusion, so no single publisher can
+//! exclude a fresh peer within a window). A publisher's verdict never
+//! changes its own record.
+//!
+//! **Sybils.** Gossiped agreement and disagreement count only when at least
+//! `min_known_supporters` of the executors behind the accepted hash are
+//! already known here (pinned, or with an agreement on record and not
+//! excluded), so fresh identities endorsing one another gain nothing.
+//!
+//! **Probation.** A peer below the exclusion threshold whose own score
+//! (this node's evidence alone) is not is excluded on others' word only: it
+//! stays selectable as a newcomer, so this node's own jobs re-test it.
 //!
 //! **Invariant:** [`ReputationBook::apply_verdict`] checks all the evidence
 //! before touching anything; when it returns an error the book is exactly
 //! as it was.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use agora_protocol::limits::{Bounded, LimitError, MAX_REPLICATION};
-use agora_protocol::{ContentId, PeerId, SignError, Verdict, VerdictOutcome, Verified};
+use agora_protocol::{
+    Acceptance, ContentId, PeerId, SignError, Signed, Verdict, VerdictOutcome, Verified,
+};
 use serde::{Deserialize, Serialize};
 
 /// The numbers of the reputation model. The defaults are the reference
 /// design's: start 100, +5 agree, -10 disagree, -20 missed, scores in
-/// `[0, 1000]`, excluded below 50.
+/// `[0, 1000]`, excluded below 50; and agora's gossip rules: 3 own
+/// agreements to establish a peer, 50 points per publisher and peer per
+/// hour, 2 known supporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReputationConfig {
     /// Score of a peer never seen before.
@@ -37,8 +68,8 @@ pub struct ReputationConfig {
     pub missed_penalty: u32,
     /// Highest score (lowest is 0).
     pub max_score: u32,
-    /// A peer scoring below this is excluded: never selected, and its
-    /// gossiped verdicts carry no weight.
+    /// A peer scoring below this is excluded: never selected (unless on
+    /// probation), and its gossiped verdicts carry no weight.
     pub exclusion_threshold: u32,
     /// Most peer records kept; bounds memory against floods of fresh
     /// identities in gossiped verdicts.
@@ -46,6 +77,23 @@ pub struct ReputationConfig {
     /// How many applied verdicts (by job id) are remembered, so a replayed
     /// verdict is not counted twice.
     pub remembered_verdicts: usize,
+    /// Agreements with this node's own verified results after which a
+    /// peer is established: its gossiped verdicts count.
+    pub establish_after: u64,
+    /// Most points one publisher's gossip moves one peer's score by within
+    /// one window (changes either way add up).
+    pub gossip_budget: u32,
+    /// The window of `gossip_budget`, in ms.
+    pub gossip_window_ms: u64,
+    /// Publisher and peer pairs whose spending is tracked; when full,
+    /// gossip changes nothing until windows expire.
+    pub max_budget_entries: usize,
+    /// Executors behind a gossiped accepted hash that must already be
+    /// known here before its agreement or disagreement counts.
+    pub min_known_supporters: usize,
+    /// How far in the future a gossiped verdict's decision time may lie
+    /// (clock skew), in ms.
+    pub max_clock_skew_ms: u64,
 }
 
 impl Default for ReputationConfig {
@@ -59,6 +107,12 @@ impl Default for ReputationConfig {
             exclusion_threshold: 50,
             max_peers: 100_000,
             remembered_verdicts: 16_384,
+            establish_after: 3,
+            gossip_budget: 50,
+            gossip_window_ms: 60 * 60 * 1000,
+            max_budget_entries: 65_536,
+            min_known_supporters: 2,
+            max_clock_skew_ms: 60_000,
         }
     }
 }
@@ -86,6 +140,44 @@ pub struct PeerRecord {
     /// persisted before it existed still decode.
     #[serde(default)]
     pub clean_streak: u64,
+    /// Agreements seen in this node's own jobs: what establishes a peer.
+    #[serde(default)]
+    pub local_agreed: u64,
+    /// The score from this node's own evidence alone (`None`: none yet,
+    /// i.e. the start score). A peer excluded while this is not is on
+    /// probation.
+    #[serde(default)]
+    pub own_score: Option<u32>,
+}
+
+/// Where a peer stands with this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Not (yet) established: selectable, bounded per job; its verdicts
+    /// change nothing.
+    Newcomer,
+    /// Agreed with enough of this node's own results, or pinned by the
+    /// operator: its verdicts count.
+    Established,
+    /// Below the exclusion threshold on others' word only: selectable as a
+    /// newcomer so this node's own jobs can re-test it.
+    Probation,
+    /// Below the exclusion threshold on this node's own evidence: never
+    /// selected.
+    Excluded,
+}
+
+impl Standing {
+    /// The lower-case name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Newcomer => "newcomer",
+            Standing::Established => "established",
+            Standing::Probation => "probation",
+            Standing::Excluded => "excluded",
+        }
+    }
 }
 
 /// One piece of evidence about a peer.
@@ -135,9 +227,48 @@ pub enum VerdictError {
         /// Threshold.
         k: u8,
     },
+    /// A gossiped verdict with `k < 2` rests on one signature: it is no
+    /// evidence for anyone but its submitter.
+    #[error("a {k}-of-{n} verdict is no evidence for other nodes")]
+    SingleSignature {
+        /// Executors.
+        n: u8,
+        /// Threshold.
+        k: u8,
+    },
     /// Too many attestations or missed peers.
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// The embedded spec's signature does not verify.
+    #[error("the verdict's spec: {0}")]
+    BadSpec(Box<SignError>),
+    /// The embedded spec is not the verdict's job.
+    #[error("the verdict's spec is job {found}, not {job}")]
+    SpecMismatch {
+        /// The verdict's job.
+        job: ContentId,
+        /// The embedded spec's id.
+        found: ContentId,
+    },
+    /// The spec was signed by someone else than the verdict: only a job's
+    /// submitter may judge it.
+    #[error("the job was submitted by {submitter}, not by the verdict's signer")]
+    NotTheSubmitter {
+        /// The spec's signer.
+        submitter: PeerId,
+    },
+    /// The verdict's n and k are not the ones its spec asked for.
+    #[error("verdict says {k}-of-{n} but the spec asked for {spec_k}-of-{spec_n}")]
+    ReplicationMismatch {
+        /// Verdict's executors.
+        n: u8,
+        /// Verdict's threshold.
+        k: u8,
+        /// The spec's executors.
+        spec_n: u8,
+        /// The spec's threshold.
+        spec_k: u8,
+    },
     /// An embedded attestation's signature does not verify.
     #[error("attestation #{index} in the verdict: {source}")]
     BadAttestation {
@@ -155,6 +286,22 @@ pub enum VerdictError {
         signer: PeerId,
         /// The job it names.
         found: ContentId,
+    },
+    /// An acceptance behind a miss does not verify.
+    #[error("acceptance #{index} in the verdict: {source}")]
+    BadAcceptance {
+        /// Position in `missed`.
+        index: usize,
+        /// The signature failure.
+        source: Box<SignError>,
+    },
+    /// An acceptance behind a miss is not of this job from this submitter.
+    #[error("acceptance #{index} by {signer} is not of this job from the verdict's signer")]
+    ForeignAcceptance {
+        /// Position in `missed`.
+        index: usize,
+        /// Its signer.
+        signer: PeerId,
     },
     /// Two attestations by the same executor.
     #[error("{0} has more than one attestation in the verdict")]
@@ -189,12 +336,56 @@ pub enum VerdictError {
         /// The hash that reached k.
         hash: ContentId,
     },
+    /// A gossiped verdict decided later than our clock allows.
+    #[error("verdict decided at {decided_at_ms} ms, in the future")]
+    FromTheFuture {
+        /// Its claimed decision time.
+        decided_at_ms: u64,
+    },
+}
+
+impl VerdictError {
+    /// Whether the verdict is provably false or malformed, so whoever sent
+    /// it is to blame (rather than a replay or a clock out of step).
+    pub fn is_forgery(&self) -> bool {
+        !matches!(
+            self,
+            VerdictError::AlreadyApplied(_) | VerdictError::FromTheFuture { .. }
+        )
+    }
 }
 
 /// Who the checked evidence says did what.
 struct Evidence {
-    /// (peer, observation) in the verdict's order.
-    updates: Vec<(PeerId, Observation)>,
+    /// The executors behind the accepted hash.
+    supporters: Vec<PeerId>,
+    /// Agreements and disagreements, in the verdict's order.
+    answers: Vec<(PeerId, Observation)>,
+    /// Executors charged with a miss.
+    missed: Vec<PeerId>,
+}
+
+/// Where an update comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// This node's own evidence: full weight, own score and streak.
+    Local,
+    /// A gossiped verdict by an established publisher.
+    Gossip {
+        /// The verdict's signer.
+        publisher: PeerId,
+        /// Trust in it, in thousandths.
+        weight_permille: u32,
+    },
+}
+
+/// Points one publisher moved one peer by in the current window.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    /// When the window began (ms since the Unix epoch).
+    window_start_ms: u64,
+    /// Points moved so far.
+    points: u32,
 }
 
 /// Per-peer reputation records plus the memory of applied verdicts.
@@ -204,6 +395,12 @@ pub struct ReputationBook {
     config: ReputationConfig,
     /// Every known peer.
     records: BTreeMap<PeerId, PeerRecord>,
+    /// Peers the operator vouches for: established and known whatever the
+    /// record says, unless this node's own evidence excludes them.
+    trusted: BTreeSet<PeerId>,
+    /// Gossip budget spent, by (publisher, peer). Kept in memory only: a
+    /// restart gives every publisher a fresh window.
+    spent: HashMap<(PeerId, PeerId), Spent>,
     /// Job ids of applied verdicts, oldest first, for bounded forgetting.
     applied_order: VecDeque<ContentId>,
     /// The same ids, for lookup.
@@ -222,6 +419,8 @@ impl ReputationBook {
         Self {
             config,
             records: BTreeMap::new(),
+            trusted: BTreeSet::new(),
+            spent: HashMap::new(),
             applied_order: VecDeque::new(),
             applied: HashSet::new(),
         }
@@ -230,6 +429,17 @@ impl ReputationBook {
     /// The model's numbers.
     pub fn config(&self) -> &ReputationConfig {
         &self.config
+    }
+
+    /// Pins the peers the operator vouches for (EigenTrust's pre-trusted
+    /// peers): they are established and known from the start.
+    pub fn set_trusted(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.trusted = peers.into_iter().collect();
+    }
+
+    /// Whether the operator pinned `peer`.
+    pub fn is_pinned(&self, peer: &PeerId) -> bool {
+        self.trusted.contains(peer)
     }
 
     /// The record of `peer`, if any.
@@ -257,20 +467,61 @@ impl ReputationBook {
         self.records.get(peer).map_or(self.start(), |r| r.score)
     }
 
+    /// The score of `peer` from this node's own evidence alone.
+    pub fn own_score(&self, peer: &PeerId) -> u32 {
+        self.records
+            .get(peer)
+            .and_then(|r| r.own_score)
+            .unwrap_or(self.start())
+    }
+
     /// Agreements in a row this node has seen from `peer`
     /// ([`PeerRecord::clean_streak`]); 0 if unknown.
     pub fn clean_streak(&self, peer: &PeerId) -> u64 {
         self.records.get(peer).map_or(0, |r| r.clean_streak)
     }
 
-    /// Whether `peer` scores below the exclusion threshold.
+    /// Whether `peer` scores below the exclusion threshold (excluded or on
+    /// probation): never trusted to run alone, its verdicts weigh nothing.
     pub fn is_excluded(&self, peer: &PeerId) -> bool {
         self.score(peer) < self.config.exclusion_threshold
     }
 
-    /// How much a verdict signed by `reporter` counts, in thousandths.
+    /// Where `peer` stands with this node.
+    pub fn standing(&self, peer: &PeerId) -> Standing {
+        let threshold = self.config.exclusion_threshold;
+        if self.is_excluded(peer) {
+            return if self.own_score(peer) < threshold {
+                Standing::Excluded
+            } else {
+                Standing::Probation
+            };
+        }
+        let local = self.records.get(peer).map_or(0, |r| r.local_agreed);
+        if self.is_pinned(peer) || local >= self.config.establish_after {
+            Standing::Established
+        } else {
+            Standing::Newcomer
+        }
+    }
+
+    /// Whether `peer` is excluded on others' word only, so it may still be
+    /// given work to re-test it.
+    pub fn on_probation(&self, peer: &PeerId) -> bool {
+        self.standing(peer) == Standing::Probation
+    }
+
+    /// Whether `peer` is known here well enough to vouch for a gossiped
+    /// result: pinned, or with an agreement on record; and not excluded.
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        !self.is_excluded(peer)
+            && (self.is_pinned(peer) || self.records.get(peer).is_some_and(|r| r.agreed > 0))
+    }
+
+    /// How much a verdict signed by `reporter` counts, in thousandths: 0
+    /// unless it is established.
     pub fn trust_permille(&self, reporter: &PeerId) -> u32 {
-        if self.is_excluded(reporter) {
+        if self.standing(reporter) != Standing::Established {
             return 0;
         }
         if self.config.start == 0 {
@@ -280,11 +531,13 @@ impl ReputationBook {
         u32::try_from(w.min(1000)).unwrap_or(1000)
     }
 
-    /// Puts back a persisted record (e.g. loaded from sled). The score is
-    /// clamped, since the file may be from a differently configured node
-    /// or damaged. When the book is full the stalest record makes room.
+    /// Puts back a persisted record (e.g. loaded from sled). The scores
+    /// are clamped, since the file may be from a differently configured
+    /// node or damaged. When the book is full the stalest record makes
+    /// room.
     pub fn restore(&mut self, peer: PeerId, mut record: PeerRecord) {
         record.score = record.score.min(self.config.max_score);
+        record.own_score = record.own_score.map(|s| s.min(self.config.max_score));
         if !self.records.contains_key(&peer) && !self.make_room() {
             return;
         }
@@ -298,12 +551,13 @@ impl ReputationBook {
         observation: Observation,
         now_ms: u64,
     ) -> Option<ScoreChange> {
-        self.update(peer, observation, 1000, true, now_ms)
+        self.update(peer, observation, Source::Local, now_ms)
     }
 
     /// Checks a verdict's evidence and applies it: at full weight when
-    /// `local` (this node decided it), otherwise weighted by our trust in
-    /// the verdict's signer. On error nothing changes.
+    /// `local` (this node decided it), otherwise as the module docs say
+    /// (established publishers only, weighted, budgeted, vouched for by
+    /// known supporters). On error nothing changes.
     pub fn apply_verdict(
         &mut self,
         verdict: &Verified<Verdict>,
@@ -314,21 +568,58 @@ impl ReputationBook {
         if self.applied.contains(&v.job) {
             return Err(VerdictError::AlreadyApplied(v.job));
         }
-        let evidence = check_evidence(v)?;
-        let weight_permille = if local {
-            1000
-        } else {
-            self.trust_permille(&verdict.signer)
-        };
+        let gossip_now = (!local).then_some(now_ms);
+        let evidence = check_evidence(v, &verdict.signer, gossip_now, &self.config)?;
         self.remember(v.job);
-        let mut changes = Vec::new();
-        for (peer, obs) in evidence.updates {
-            if !local && peer == verdict.signer {
-                // A node's own verdict is no evidence about itself.
-                continue;
+        if local {
+            let mut changes = Vec::new();
+            for (peer, obs) in evidence.answers.into_iter().chain(
+                evidence
+                    .missed
+                    .into_iter()
+                    .map(|p| (p, Observation::Missed)),
+            ) {
+                changes.extend(self.update(peer, obs, Source::Local, now_ms));
             }
-            if let Some(c) = self.update(peer, obs, weight_permille, local, now_ms) {
-                changes.push(c);
+            return Ok(VerdictEffect {
+                weight_permille: 1000,
+                changes,
+            });
+        }
+        let publisher = verdict.signer;
+        let weight_permille = self.trust_permille(&publisher);
+        if weight_permille == 0 {
+            return Ok(VerdictEffect {
+                weight_permille,
+                changes: Vec::new(),
+            });
+        }
+        // Counted before anything is applied, so the verdict cannot vouch
+        // for itself.
+        let known = evidence
+            .supporters
+            .iter()
+            .filter(|p| **p != publisher && self.knows(p))
+            .count();
+        let answers = if known >= self.config.min_known_supporters {
+            evidence.answers
+        } else {
+            Vec::new()
+        };
+        let source = Source::Gossip {
+            publisher,
+            weight_permille,
+        };
+        let mut changes = Vec::new();
+        for (peer, obs) in answers.into_iter().chain(
+            evidence
+                .missed
+                .into_iter()
+                .map(|p| (p, Observation::Missed)),
+        ) {
+            // A node's own verdict is no evidence about itself.
+            if peer != publisher {
+                changes.extend(self.update(peer, obs, source, now_ms));
             }
         }
         Ok(VerdictEffect {
@@ -374,23 +665,70 @@ impl ReputationBook {
         }
     }
 
-    /// Applies one observation with the given weight. A new record is
-    /// made for an unknown peer; when the book is full only `local`
-    /// evidence may evict an old record, so gossip cannot flush what we
-    /// learnt, and only local agreement extends the clean streak.
+    /// Takes up to `wanted` points from `publisher`'s budget for `peer`
+    /// in the window around `now_ms`; returns what was granted.
+    fn spend(&mut self, publisher: PeerId, peer: PeerId, wanted: u32, now_ms: u64) -> u32 {
+        let window = self.config.gossip_window_ms;
+        let expired = |s: &Spent| now_ms.saturating_sub(s.window_start_ms) >= window;
+        let key = (publisher, peer);
+        if !self.spent.contains_key(&key) && self.spent.len() >= self.config.max_budget_entries {
+            self.spent.retain(|_, s| !expired(s));
+            if self.spent.len() >= self.config.max_budget_entries {
+                return 0;
+            }
+        }
+        let s = self.spent.entry(key).or_insert(Spent {
+            window_start_ms: now_ms,
+            points: 0,
+        });
+        if expired(s) {
+            *s = Spent {
+                window_start_ms: now_ms,
+                points: 0,
+            };
+        }
+        let granted = wanted.min(self.config.gossip_budget.saturating_sub(s.points));
+        s.points += granted;
+        granted
+    }
+
+    /// Applies one observation. A new record is made for an unknown peer;
+    /// when the book is full only local evidence may evict an old record,
+    /// so gossip cannot flush what we learnt. Only local evidence moves
+    /// the own score, counts toward establishment and extends the clean
+    /// streak; gossip is weighted and budgeted, and once a publisher's
+    /// budget for the peer is spent its verdicts change nothing about it.
     fn update(
         &mut self,
         peer: PeerId,
         observation: Observation,
-        weight_permille: u32,
-        local: bool,
+        source: Source,
         now_ms: u64,
     ) -> Option<ScoreChange> {
-        if weight_permille == 0 {
-            return None;
-        }
+        let cfg = self.config;
+        let step = match observation {
+            Observation::Agreed => cfg.agree_bonus,
+            Observation::Disagreed => cfg.disagree_penalty,
+            Observation::Missed => cfg.missed_penalty,
+        };
+        let local = matches!(source, Source::Local);
+        let magnitude = match source {
+            Source::Local => step,
+            Source::Gossip {
+                publisher,
+                weight_permille,
+            } => {
+                let weighted = u64::from(step) * u64::from(weight_permille.min(1000)) / 1000;
+                let weighted = u32::try_from(weighted).unwrap_or(step);
+                let granted = self.spend(publisher, peer, weighted, now_ms);
+                if granted == 0 && weighted > 0 {
+                    return None;
+                }
+                granted
+            }
+        };
         if !self.records.contains_key(&peer) {
-            let full = self.records.len() >= self.config.max_peers;
+            let full = self.records.len() >= cfg.max_peers;
             if full && !(local && self.make_room()) {
                 return None;
             }
@@ -405,34 +743,43 @@ impl ReputationBook {
                     first_seen_ms: now_ms,
                     last_seen_ms: now_ms,
                     clean_streak: 0,
+                    local_agreed: 0,
+                    own_score: None,
                 },
             );
         }
-        let cfg = self.config;
+        let start = self.start();
         let rec = self.records.get_mut(&peer)?;
-        let (step, sign) = match observation {
+        let sign = match observation {
             Observation::Agreed => {
                 rec.agreed = rec.agreed.saturating_add(1);
                 if local {
                     rec.clean_streak = rec.clean_streak.saturating_add(1);
+                    rec.local_agreed = rec.local_agreed.saturating_add(1);
                 }
-                (cfg.agree_bonus, 1i64)
+                1i64
             }
             Observation::Disagreed => {
                 rec.disagreed = rec.disagreed.saturating_add(1);
                 rec.clean_streak = 0;
-                (cfg.disagree_penalty, -1)
+                -1
             }
             Observation::Missed => {
                 rec.missed = rec.missed.saturating_add(1);
                 rec.clean_streak = 0;
-                (cfg.missed_penalty, -1)
+                -1
             }
         };
-        let delta = sign * (i64::from(step) * i64::from(weight_permille.min(1000)) / 1000);
+        let moved = |score: u32| {
+            let after =
+                (i64::from(score) + sign * i64::from(magnitude)).clamp(0, i64::from(cfg.max_score));
+            u32::try_from(after).unwrap_or(cfg.max_score)
+        };
         let before = rec.score;
-        let after = (i64::from(before) + delta).clamp(0, i64::from(cfg.max_score));
-        rec.score = u32::try_from(after).unwrap_or(cfg.max_score);
+        rec.score = moved(before);
+        if local {
+            rec.own_score = Some(moved(rec.own_score.unwrap_or(start)));
+        }
         rec.last_seen_ms = rec.last_seen_ms.max(now_ms);
         Some(ScoreChange {
             peer,
@@ -443,13 +790,53 @@ impl ReputationBook {
     }
 }
 
-/// Checks everything a verdict claims against its embedded signed
-/// attestations, and says who agreed, disagreed and missed.
-fn check_evidence(v: &Verdict) -> Result<Evidence, VerdictError> {
+/// Checks everything a verdict claims against its embedded signed spec,
+/// attestations and acceptances, and says who agreed, disagreed and
+/// missed. `gossip_now` is `Some(now)` for a gossiped verdict, which must
+/// also have `k >= 2`, not come from the future, and charges a miss only
+/// once the accepted deadline had passed at its decision.
+fn check_evidence(
+    v: &Verdict,
+    signer: &PeerId,
+    gossip_now: Option<u64>,
+    config: &ReputationConfig,
+) -> Result<Evidence, VerdictError> {
     if v.k < 1 || v.k > v.n || v.n > MAX_REPLICATION || 2 * u16::from(v.k) <= u16::from(v.n) {
         return Err(VerdictError::Replication { n: v.n, k: v.k });
     }
+    if gossip_now.is_some() && v.k < 2 {
+        return Err(VerdictError::SingleSignature { n: v.n, k: v.k });
+    }
     v.check_bounds()?;
+    let spec = v
+        .spec
+        .verify()
+        .map_err(|e| VerdictError::BadSpec(Box::new(e)))?;
+    let found = v.spec.id();
+    if found != v.job {
+        return Err(VerdictError::SpecMismatch { job: v.job, found });
+    }
+    if spec.signer != *signer {
+        return Err(VerdictError::NotTheSubmitter {
+            submitter: spec.signer,
+        });
+    }
+    let r = spec.value.replication;
+    if gossip_now.is_some() && (r.n, r.k) != (v.n, v.k) {
+        return Err(VerdictError::ReplicationMismatch {
+            n: v.n,
+            k: v.k,
+            spec_n: r.n,
+            spec_k: r.k,
+        });
+    }
+    if let Some(now) = gossip_now {
+        if v.decided_at_ms > now.saturating_add(config.max_clock_skew_ms) {
+            return Err(VerdictError::FromTheFuture {
+                decided_at_ms: v.decided_at_ms,
+            });
+        }
+    }
     let mut by_signer: Vec<(PeerId, ContentId)> = Vec::with_capacity(v.attestations.len());
     let mut signers = BTreeSet::new();
     let mut counts: BTreeMap<ContentId, usize> = BTreeMap::new();
@@ -471,17 +858,26 @@ fn check_evidence(v: &Verdict) -> Result<Evidence, VerdictError> {
         *counts.entry(a.value.result_hash).or_default() += 1;
         by_signer.push((a.signer, a.value.result_hash));
     }
-    let mut missed = BTreeSet::new();
-    for p in &v.missed {
-        if signers.contains(p) {
-            return Err(VerdictError::MissedButAttested(*p));
+    let mut missed = Vec::with_capacity(v.missed.len());
+    let mut seen = BTreeSet::new();
+    for (index, signed) in v.missed.iter().enumerate() {
+        let a = accepted_by(signed, index, v, signer)?;
+        if signers.contains(&a.signer) {
+            return Err(VerdictError::MissedButAttested(a.signer));
         }
-        if !missed.insert(*p) {
-            return Err(VerdictError::DuplicateMissed(*p));
+        if !seen.insert(a.signer) {
+            return Err(VerdictError::DuplicateMissed(a.signer));
+        }
+        // An executor whose deadline had not passed at the decision may
+        // have been cut off by the submitter (or gone offline, which only
+        // the submitter saw): no proof of a miss for anyone else.
+        if gossip_now.is_none() || a.value.deadline_ms <= v.decided_at_ms {
+            missed.push(a.signer);
         }
     }
     let k = usize::from(v.k);
-    let mut updates = Vec::new();
+    let mut supporters = Vec::new();
+    let mut answers = Vec::new();
     match (v.outcome, v.accepted) {
         (VerdictOutcome::Verified, None) => return Err(VerdictError::MissingAccepted),
         (VerdictOutcome::Verified, Some(hash)) => {
@@ -494,12 +890,15 @@ fn check_evidence(v: &Verdict) -> Result<Evidence, VerdictError> {
                 });
             }
             for (peer, h) in &by_signer {
-                let obs = if *h == hash {
-                    Observation::Agreed
+                if *h == hash {
+                    supporters.push(*peer);
+                    // One signature agrees with nobody.
+                    if k >= 2 {
+                        answers.push((*peer, Observation::Agreed));
+                    }
                 } else {
-                    Observation::Disagreed
-                };
-                updates.push((*peer, obs));
+                    answers.push((*peer, Observation::Disagreed));
+                }
             }
         }
         (outcome @ (VerdictOutcome::NoConsensus | VerdictOutcome::Timeout), accepted) => {
@@ -515,20 +914,44 @@ fn check_evidence(v: &Verdict) -> Result<Evidence, VerdictError> {
             // Nobody is known to be right, so attesters are left alone.
         }
     }
-    updates.extend(v.missed.iter().map(|p| (*p, Observation::Missed)));
-    Ok(Evidence { updates })
+    Ok(Evidence {
+        supporters,
+        answers,
+        missed,
+    })
+}
+
+/// The verified acceptance at `index` of `v.missed`, if it is of this job
+/// from the verdict's signer.
+fn accepted_by(
+    signed: &Signed<Acceptance>,
+    index: usize,
+    v: &Verdict,
+    signer: &PeerId,
+) -> Result<Verified<Acceptance>, VerdictError> {
+    let a = signed.verify().map_err(|e| VerdictError::BadAcceptance {
+        index,
+        source: Box::new(e),
+    })?;
+    if a.value.job != v.job || a.value.submitter != *signer {
+        return Err(VerdictError::ForeignAcceptance {
+            index,
+            signer: a.signer,
+        });
+    }
+    Ok(a)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agora_protocol::{Attestation, JobSpec, NodeKey, Replication};
 
     /// Errors carry a protocol SignError, which has no PartialEq, so
     /// results are compared by their full Debug form.
     fn dbg<T: std::fmt::Debug>(x: T) -> String {
         format!("{x:?}")
     }
-    use agora_protocol::{Attestation, NodeKey, Signed};
 
     fn key(i: u8) -> NodeKey {
         NodeKey::from_secret([i; 32])
@@ -538,8 +961,24 @@ mod tests {
         ContentId::of(x.as_bytes())
     }
 
-    fn job() -> ContentId {
-        ContentId::of(b"job")
+    /// A 2-of-3 job submitted by `sub`.
+    struct Job {
+        spec: Signed<JobSpec>,
+        id: ContentId,
+    }
+
+    fn job_by(sub: &NodeKey, nonce: u64) -> Job {
+        job_with(sub, nonce, 3, 2)
+    }
+
+    fn job_with(sub: &NodeKey, nonce: u64, n: u8, k: u8) -> Job {
+        let spec = sub.sign(&JobSpec {
+            nonce,
+            replication: Replication { n, k },
+            ..JobSpec::wasm(h("module"))
+        });
+        let id = spec.id();
+        Job { spec, id }
     }
 
     fn att(k: &NodeKey, job: ContentId, hash: ContentId) -> Signed<Attestation> {
@@ -551,9 +990,21 @@ mod tests {
         })
     }
 
-    fn verdict(atts: Vec<Signed<Attestation>>, accepted: Option<ContentId>) -> Verdict {
+    /// `k`'s acceptance of `job` from `sub`, due at `deadline_ms`.
+    fn accept(k: &NodeKey, job: &Job, sub: &NodeKey, deadline_ms: u64) -> Signed<Acceptance> {
+        k.sign(&Acceptance {
+            job: job.id,
+            submitter: sub.peer_id(),
+            attempt: 0,
+            deadline_ms,
+        })
+    }
+
+    /// A 2-of-3 verdict on `job`, decided at 1 000.
+    fn verdict(job: &Job, atts: &[&NodeKey], hashes: &[&str], accepted: Option<&str>) -> Verdict {
         Verdict {
-            job: job(),
+            job: job.id,
+            spec: job.spec.clone(),
             k: 2,
             n: 3,
             outcome: if accepted.is_some() {
@@ -561,10 +1012,14 @@ mod tests {
             } else {
                 VerdictOutcome::NoConsensus
             },
-            accepted,
-            attestations: atts,
+            accepted: accepted.map(h),
+            attestations: atts
+                .iter()
+                .zip(hashes)
+                .map(|(k, x)| att(k, job.id, h(x)))
+                .collect(),
             missed: vec![],
-            decided_at_ms: 1,
+            decided_at_ms: 1_000,
         }
     }
 
@@ -576,12 +1031,27 @@ mod tests {
         b.records().map(|(p, r)| (*p, *r)).collect()
     }
 
+    /// Makes `p` established here: `establish_after` own agreements.
+    fn establish(b: &mut ReputationBook, p: &NodeKey) {
+        for _ in 0..b.config().establish_after {
+            b.observe(p.peer_id(), Observation::Agreed, 0);
+        }
+        assert_eq!(b.standing(&p.peer_id()), Standing::Established);
+    }
+
+    /// Gossips `v` as `reporter` at time 2 000.
+    fn gossip(b: &mut ReputationBook, reporter: &NodeKey, v: Verdict) -> VerdictEffect {
+        b.apply_verdict(&signed_by(reporter, v), false, 2_000)
+            .unwrap()
+    }
+
     #[test]
     fn defaults_and_steps() {
         let mut b = ReputationBook::default();
         let p = key(1).peer_id();
         assert_eq!(b.score(&p), 100);
         assert!(!b.is_excluded(&p));
+        assert_eq!(b.standing(&p), Standing::Newcomer);
         let c = b.observe(p, Observation::Agreed, 10).unwrap();
         assert_eq!((c.before, c.after), (100, 105));
         b.observe(p, Observation::Disagreed, 20);
@@ -591,12 +1061,14 @@ mod tests {
         let r = b.get(&p).unwrap();
         assert_eq!((r.agreed, r.disagreed, r.missed), (1, 1, 1));
         assert_eq!((r.first_seen_ms, r.last_seen_ms), (10, 30));
+        assert_eq!((r.local_agreed, r.own_score), (1, Some(75)));
         b.observe(p, Observation::Missed, 40);
         assert_eq!(b.score(&p), 55);
         assert!(!b.is_excluded(&p));
         b.observe(p, Observation::Disagreed, 50);
         assert_eq!(b.score(&p), 45);
         assert!(b.is_excluded(&p));
+        assert_eq!(b.standing(&p), Standing::Excluded, "on its own evidence");
     }
 
     #[test]
@@ -621,25 +1093,24 @@ mod tests {
                 first_seen_ms: 0,
                 last_seen_ms: 0,
                 clean_streak: 0,
+                local_agreed: 0,
+                own_score: Some(7000),
             },
         );
         assert_eq!(b.score(&p), 1000);
+        assert_eq!(b.own_score(&p), 1000);
     }
 
     #[test]
     fn local_verdict_full_weight() {
         let ks: Vec<NodeKey> = (1..=4).map(key).collect();
-        let mut b = ReputationBook::default();
-        let mut v = verdict(
-            vec![
-                att(&ks[0], job(), h("a")),
-                att(&ks[1], job(), h("b")),
-                att(&ks[2], job(), h("a")),
-            ],
-            Some(h("a")),
-        );
-        v.missed = vec![ks[3].peer_id()];
         let me = key(9);
+        let job = job_by(&me, 0);
+        let mut b = ReputationBook::default();
+        let mut v = verdict(&job, &[&ks[0], &ks[1], &ks[2]], &["a", "b", "a"], Some("a"));
+        // Locally the submitter saw the miss itself: the deadline need not
+        // have passed.
+        v.missed = vec![accept(&ks[3], &job, &me, 5_000)];
         let eff = b
             .apply_verdict(&signed_by(&me, v.clone()), true, 7)
             .unwrap();
@@ -648,43 +1119,41 @@ mod tests {
         assert_eq!(b.score(&ks[1].peer_id()), 90);
         assert_eq!(b.score(&ks[2].peer_id()), 105);
         assert_eq!(b.score(&ks[3].peer_id()), 80);
+        assert_eq!(b.get(&ks[0].peer_id()).unwrap().local_agreed, 1);
         assert_eq!(eff.changes.len(), 4);
-        // Replayed: refused, nothing counted twice.
+        // Replayed: refused, nothing counted twice, and not a forgery.
         let before = snapshot(&b);
-        assert_eq!(
-            dbg(b.apply_verdict(&signed_by(&me, v), true, 8)),
-            dbg(Err::<VerdictEffect, _>(VerdictError::AlreadyApplied(job())))
-        );
+        let err = b.apply_verdict(&signed_by(&me, v), true, 8).unwrap_err();
+        assert_eq!(dbg(&err), dbg(VerdictError::AlreadyApplied(job.id)));
+        assert!(!err.is_forgery());
         assert_eq!(snapshot(&b), before);
     }
 
     #[test]
-    fn gossip_is_weighted_by_trust_in_the_reporter() {
+    fn gossip_is_weighted_by_trust_in_an_established_reporter() {
         let ks: Vec<NodeKey> = (1..=3).map(key).collect();
         let reporter = key(8);
         let mut b = ReputationBook::default();
-        // Reporter at 75 -> weight 750: +5 -> +3 (3.75 rounded toward zero),
-        // -10 -> -7.
-        b.observe(reporter.peer_id(), Observation::Disagreed, 0);
-        b.observe(reporter.peer_id(), Observation::Agreed, 0);
-        b.observe(reporter.peer_id(), Observation::Disagreed, 0);
-        b.observe(reporter.peer_id(), Observation::Agreed, 0);
-        assert_eq!(b.score(&reporter.peer_id()), 90);
+        // Established by 3 own agreements (115), then down to 75 ->
+        // weight 750: +5 -> +3 (3.75 rounded toward zero), -10 -> -7.
+        establish(&mut b, &reporter);
         b.observe(reporter.peer_id(), Observation::Missed, 0);
-        b.observe(reporter.peer_id(), Observation::Agreed, 0);
+        b.observe(reporter.peer_id(), Observation::Disagreed, 0);
+        b.observe(reporter.peer_id(), Observation::Disagreed, 0);
         assert_eq!(b.score(&reporter.peer_id()), 75);
-        let v = verdict(
-            vec![
-                att(&ks[0], job(), h("a")),
-                att(&ks[1], job(), h("b")),
-                att(&ks[2], job(), h("a")),
-            ],
-            Some(h("a")),
-        );
-        let eff = b.apply_verdict(&signed_by(&reporter, v), false, 1).unwrap();
+        assert_eq!(b.standing(&reporter.peer_id()), Standing::Established);
+        // Both supporters are known here.
+        b.observe(ks[0].peer_id(), Observation::Agreed, 0);
+        b.observe(ks[2].peer_id(), Observation::Agreed, 0);
+        let job = job_by(&reporter, 0);
+        let v = verdict(&job, &[&ks[0], &ks[1], &ks[2]], &["a", "b", "a"], Some("a"));
+        let eff = gossip(&mut b, &reporter, v);
         assert_eq!(eff.weight_permille, 750);
-        assert_eq!(b.score(&ks[0].peer_id()), 103);
+        assert_eq!(b.score(&ks[0].peer_id()), 108);
         assert_eq!(b.score(&ks[1].peer_id()), 93);
+        // Gossip moves neither the own score nor establishment.
+        let r = b.get(&ks[0].peer_id()).unwrap();
+        assert_eq!((r.agreed, r.local_agreed, r.own_score), (2, 1, Some(105)));
     }
 
     #[test]
@@ -697,120 +1166,362 @@ mod tests {
         }
         assert_eq!(b.trust_permille(&reporter.peer_id()), 1000);
         let liar = key(7);
-        for t in 0..3 {
+        establish(&mut b, &liar);
+        for t in 0..4 {
             b.observe(liar.peer_id(), Observation::Missed, t);
         }
-        assert!(b.is_excluded(&liar.peer_id()));
+        assert_eq!(b.standing(&liar.peer_id()), Standing::Excluded);
         assert_eq!(b.trust_permille(&liar.peer_id()), 0);
-        let v = verdict(
-            vec![att(&ks[0], job(), h("a")), att(&ks[1], job(), h("a"))],
-            Some(h("a")),
-        );
+        b.observe(ks[0].peer_id(), Observation::Agreed, 0);
+        b.observe(ks[1].peer_id(), Observation::Agreed, 0);
+        let job = job_by(&liar, 0);
+        let v = verdict(&job, &[&ks[0], &ks[1]], &["a", "a"], Some("a"));
         let before = snapshot(&b);
-        let eff = b.apply_verdict(&signed_by(&liar, v), false, 1).unwrap();
+        let eff = gossip(&mut b, &liar, v);
         assert!(eff.changes.is_empty());
         assert_eq!(snapshot(&b), before);
     }
 
     #[test]
-    fn reporter_cannot_praise_itself() {
-        let reporter = key(1);
-        let other = key(2);
+    fn newcomer_publishers_change_nothing() {
+        // A fresh identity with a well-formed verdict on a job it really
+        // submitted, naming executors this node knows: no effect at all.
+        let ks: Vec<NodeKey> = (1..=4).map(key).collect();
+        let fresh = key(8);
         let mut b = ReputationBook::default();
+        for k in &ks {
+            b.observe(k.peer_id(), Observation::Agreed, 0);
+        }
+        let job = job_by(&fresh, 0);
+        let mut v = verdict(&job, &[&ks[0], &ks[1], &ks[2]], &["a", "b", "a"], Some("a"));
+        v.missed = vec![accept(&ks[3], &job, &fresh, 500)];
+        let before = snapshot(&b);
+        let eff = gossip(&mut b, &fresh, v);
+        assert_eq!(eff.weight_permille, 0);
+        assert!(eff.changes.is_empty());
+        assert_eq!(snapshot(&b), before);
+        // Two own agreements are not enough either.
+        b.observe(fresh.peer_id(), Observation::Agreed, 0);
+        b.observe(fresh.peer_id(), Observation::Agreed, 0);
+        assert_eq!(b.standing(&fresh.peer_id()), Standing::Newcomer);
+        assert_eq!(b.trust_permille(&fresh.peer_id()), 0);
+    }
+
+    #[test]
+    fn pinned_peers_are_established_and_known() {
+        let (pin, other, fresh) = (key(1), key(2), key(3));
+        let mut b = ReputationBook::default();
+        b.set_trusted([pin.peer_id(), other.peer_id()]);
+        assert_eq!(b.standing(&pin.peer_id()), Standing::Established);
+        assert_eq!(b.trust_permille(&pin.peer_id()), 1000);
+        assert!(b.knows(&other.peer_id()));
+        assert!(!b.knows(&fresh.peer_id()));
+        // Its verdict credits the fresh executor that agreed with two
+        // known ones.
+        let job = job_by(&pin, 0);
         let v = verdict(
-            vec![att(&reporter, job(), h("a")), att(&other, job(), h("a"))],
-            Some(h("a")),
+            &job,
+            &[&other, &key(4), &fresh],
+            &["a", "a", "a"],
+            Some("a"),
         );
-        b.apply_verdict(&signed_by(&reporter, v), false, 1).unwrap();
-        assert_eq!(b.get(&reporter.peer_id()), None);
-        assert_eq!(b.score(&other.peer_id()), 105);
+        b.observe(key(4).peer_id(), Observation::Agreed, 0);
+        gossip(&mut b, &pin, v);
+        assert_eq!(b.score(&fresh.peer_id()), 105);
+        assert!(b.knows(&fresh.peer_id()));
+        // Own evidence still excludes a pinned peer.
+        for t in 0..3 {
+            b.observe(pin.peer_id(), Observation::Missed, t);
+        }
+        assert_eq!(b.standing(&pin.peer_id()), Standing::Excluded);
+    }
+
+    #[test]
+    fn sybil_supporters_gain_nothing() {
+        let reporter = key(8);
+        let mut b = ReputationBook::default();
+        establish(&mut b, &reporter);
+        let known = key(1);
+        b.observe(known.peer_id(), Observation::Agreed, 0);
+        let (s1, s2, honest) = (key(20), key(21), key(2));
+        b.observe(honest.peer_id(), Observation::Agreed, 0);
+        let before = snapshot(&b);
+        // Two fresh identities endorse each other, and "outvote" an honest
+        // node: neither the praise nor the blame counts.
+        let job = job_by(&reporter, 0);
+        let v = verdict(&job, &[&s1, &s2, &honest], &["x", "x", "y"], Some("x"));
+        let eff = gossip(&mut b, &reporter, v);
+        assert!(eff.changes.is_empty(), "{eff:?}");
+        assert_eq!(snapshot(&b), before);
+        // One known supporter is not enough either.
+        let job = job_by(&reporter, 1);
+        let v = verdict(&job, &[&s1, &known, &honest], &["x", "x", "y"], Some("x"));
+        assert!(gossip(&mut b, &reporter, v).changes.is_empty());
+        assert_eq!(snapshot(&b), before);
+        // Sybils never become established through gossip.
+        assert_eq!(b.standing(&s1.peer_id()), Standing::Newcomer);
+    }
+
+    #[test]
+    fn gossiped_misses_need_the_accused_acceptance_and_a_passed_deadline() {
+        let reporter = key(8);
+        let (a, b_, c) = (key(1), key(2), key(3));
+        let other_sub = key(9);
+        let mut b = ReputationBook::default();
+        establish(&mut b, &reporter);
+        let job = job_by(&reporter, 0);
+        let timeout = |missed: Vec<Signed<Acceptance>>| Verdict {
+            outcome: VerdictOutcome::Timeout,
+            missed,
+            ..verdict(&job, &[], &[], None)
+        };
+        // Accepted from another submitter, or for another job: forged.
+        let other_job = job_by(&reporter, 1);
+        for bad in [
+            accept(&a, &job, &other_sub, 500),
+            accept(&a, &other_job, &reporter, 500),
+        ] {
+            let err = b
+                .apply_verdict(&signed_by(&reporter, timeout(vec![bad])), false, 2_000)
+                .unwrap_err();
+            assert!(
+                matches!(err, VerdictError::ForeignAcceptance { index: 0, .. }),
+                "{err}"
+            );
+            assert!(err.is_forgery());
+        }
+        assert_eq!(b.get(&a.peer_id()), None);
+        // The deadline had not passed at the decision (1 000): b_ is not
+        // charged; a is.
+        let eff = gossip(
+            &mut b,
+            &reporter,
+            timeout(vec![
+                accept(&a, &job, &reporter, 900),
+                accept(&b_, &job, &reporter, 1_001),
+            ]),
+        );
+        assert_eq!(eff.changes.len(), 1);
+        assert_eq!(b.score(&a.peer_id()), 80);
+        assert_eq!(b.get(&b_.peer_id()), None);
+        // A miss signed by nobody but the publisher can only name the
+        // publisher, which its own verdict never changes.
+        let job2 = job_by(&reporter, 2);
+        let v = Verdict {
+            outcome: VerdictOutcome::Timeout,
+            missed: vec![accept(&reporter, &job2, &reporter, 1)],
+            ..verdict(&job2, &[], &[], None)
+        };
+        assert!(gossip(&mut b, &reporter, v).changes.is_empty());
+        assert_eq!(b.get(&c.peer_id()), None);
+    }
+
+    #[test]
+    fn single_signature_verdicts_are_no_evidence() {
+        let reporter = key(8);
+        let (acc, x) = (key(1), key(2));
+        let mut b = ReputationBook::default();
+        establish(&mut b, &reporter);
+        b.observe(x.peer_id(), Observation::Agreed, 0);
+        let job = job_with(&reporter, 0, 1, 1);
+        let v = Verdict {
+            k: 1,
+            n: 1,
+            ..verdict(&job, &[&acc], &["a"], Some("a"))
+        };
+        let err = b
+            .apply_verdict(&signed_by(&reporter, v.clone()), false, 2_000)
+            .unwrap_err();
+        assert!(
+            matches!(err, VerdictError::SingleSignature { n: 1, k: 1 }),
+            "{err}"
+        );
+        assert!(err.is_forgery());
+        // Even its own submitter credits no agreement from it.
+        let eff = b
+            .apply_verdict(&signed_by(&reporter, v), true, 2_000)
+            .unwrap();
+        assert!(eff.changes.is_empty());
+        assert_eq!(b.get(&acc.peer_id()), None);
+    }
+
+    #[test]
+    fn one_publisher_moves_one_peer_by_a_bounded_amount_per_window() {
+        let reporter = key(8);
+        let victim = key(1);
+        let mut b = ReputationBook::default();
+        establish(&mut b, &reporter);
+        let window = b.config().gossip_window_ms;
+        let charge = |b: &mut ReputationBook, nonce: u64, now: u64| {
+            let job = job_by(&reporter, nonce);
+            let v = Verdict {
+                outcome: VerdictOutcome::Timeout,
+                missed: vec![accept(&victim, &job, &reporter, 1)],
+                decided_at_ms: now,
+                ..verdict(&job, &[], &[], None)
+            };
+            b.apply_verdict(&signed_by(&reporter, v), false, now)
+                .unwrap()
+        };
+        for nonce in 0..10 {
+            charge(&mut b, nonce, 1_000);
+        }
+        // 50 points in the window: down to exactly the threshold, which
+        // does not exclude.
+        assert_eq!(b.score(&victim.peer_id()), 50);
+        assert_eq!(b.get(&victim.peer_id()).unwrap().missed, 3);
+        assert!(!b.is_excluded(&victim.peer_id()));
+        // A second established publisher can add its own share...
+        let second = key(9);
+        establish(&mut b, &second);
+        let job = job_by(&second, 0);
+        let v = Verdict {
+            outcome: VerdictOutcome::Timeout,
+            missed: vec![accept(&victim, &job, &second, 1)],
+            ..verdict(&job, &[], &[], None)
+        };
+        gossip(&mut b, &second, v);
+        assert_eq!(b.score(&victim.peer_id()), 30);
+        // ...and then it is excluded on others' word only: probation.
+        assert_eq!(b.standing(&victim.peer_id()), Standing::Probation);
+        assert!(b.on_probation(&victim.peer_id()));
+        // The next window gives the first publisher a fresh budget.
+        charge(&mut b, 100, 1_000 + window);
+        assert_eq!(b.score(&victim.peer_id()), 10);
+        // Own agreement lifts it; own faults exclude it for good.
+        b.observe(victim.peer_id(), Observation::Agreed, 0);
+        assert_eq!(b.own_score(&victim.peer_id()), 105);
+        for t in 0..3 {
+            b.observe(victim.peer_id(), Observation::Missed, t);
+        }
+        assert_eq!(b.standing(&victim.peer_id()), Standing::Excluded);
+    }
+
+    #[test]
+    fn budget_table_is_bounded() {
+        let cfg = ReputationConfig {
+            max_budget_entries: 1,
+            ..ReputationConfig::default()
+        };
+        let reporter = key(8);
+        let mut b = ReputationBook::new(cfg);
+        establish(&mut b, &reporter);
+        let timeout = |job: &Job, who: &NodeKey| Verdict {
+            outcome: VerdictOutcome::Timeout,
+            missed: vec![accept(who, job, &reporter, 1)],
+            ..verdict(job, &[], &[], None)
+        };
+        let (j0, j1) = (job_by(&reporter, 0), job_by(&reporter, 1));
+        assert_eq!(
+            gossip(&mut b, &reporter, timeout(&j0, &key(1)))
+                .changes
+                .len(),
+            1
+        );
+        // No room to track a second pair within the window: no change.
+        assert!(gossip(&mut b, &reporter, timeout(&j1, &key(2)))
+            .changes
+            .is_empty());
+        assert_eq!(b.get(&key(2).peer_id()), None);
     }
 
     #[test]
     fn inconsistent_verdicts_are_refused() {
         let ks: Vec<NodeKey> = (1..=3).map(key).collect();
         let rep = key(9);
+        let job = job_by(&rep, 0);
+        let other = job_by(&rep, 1);
+        let strangers = job_by(&key(7), 0);
         let mut b = ReputationBook::default();
+        let v = |a: &[&NodeKey], x: &[&str], acc| verdict(&job, a, x, acc);
         type Case = (Verdict, fn(&VerdictError) -> bool);
+        let mut wrong_job = v(&[&ks[0]], &["a"], None);
+        wrong_job.attestations.push(att(&ks[1], h("x"), h("a")));
         let cases: Vec<Case> = vec![
-            (
-                verdict(
-                    vec![att(&ks[0], job(), h("a")), att(&ks[1], job(), h("b"))],
-                    Some(h("a")),
-                ),
-                |e| {
-                    matches!(
-                        e,
-                        VerdictError::NotEnoughSupport {
-                            have: 1,
-                            need: 2,
-                            ..
-                        }
-                    )
-                },
-            ),
-            (
-                verdict(
-                    vec![att(&ks[0], job(), h("a")), att(&ks[0], job(), h("a"))],
-                    Some(h("a")),
-                ),
-                |e| matches!(e, VerdictError::DuplicateAttester(_)),
-            ),
-            (
-                verdict(
-                    vec![att(&ks[0], job(), h("a")), att(&ks[1], h("x"), h("a"))],
-                    Some(h("a")),
-                ),
-                |e| matches!(e, VerdictError::WrongJob { index: 1, .. }),
-            ),
-            (
-                verdict(
-                    vec![att(&ks[0], job(), h("a")), att(&ks[1], job(), h("a"))],
-                    None,
-                ),
-                |e| matches!(e, VerdictError::QuorumWasReached { .. }),
-            ),
+            (v(&[&ks[0], &ks[1]], &["a", "b"], Some("a")), |e| {
+                matches!(
+                    e,
+                    VerdictError::NotEnoughSupport {
+                        have: 1,
+                        need: 2,
+                        ..
+                    }
+                )
+            }),
+            (v(&[&ks[0], &ks[0]], &["a", "a"], Some("a")), |e| {
+                matches!(e, VerdictError::DuplicateAttester(_))
+            }),
+            (wrong_job, |e| {
+                matches!(e, VerdictError::WrongJob { index: 1, .. })
+            }),
+            (v(&[&ks[0], &ks[1]], &["a", "a"], None), |e| {
+                matches!(e, VerdictError::QuorumWasReached { .. })
+            }),
             (
                 Verdict {
                     outcome: VerdictOutcome::Verified,
-                    ..verdict(vec![att(&ks[0], job(), h("a"))], None)
+                    ..v(&[&ks[0]], &["a"], None)
                 },
                 |e| matches!(e, VerdictError::MissingAccepted),
             ),
             (
                 Verdict {
                     outcome: VerdictOutcome::Timeout,
-                    ..verdict(vec![att(&ks[0], job(), h("a"))], Some(h("a")))
+                    ..v(&[&ks[0]], &["a"], Some("a"))
                 },
                 |e| matches!(e, VerdictError::UnexpectedAccepted(_)),
             ),
             (
                 Verdict {
-                    missed: vec![ks[0].peer_id()],
-                    ..verdict(vec![att(&ks[0], job(), h("a"))], None)
+                    missed: vec![accept(&ks[0], &job, &rep, 1)],
+                    ..v(&[&ks[0]], &["a"], None)
                 },
                 |e| matches!(e, VerdictError::MissedButAttested(_)),
             ),
             (
                 Verdict {
-                    missed: vec![ks[2].peer_id(), ks[2].peer_id()],
-                    ..verdict(vec![], None)
+                    missed: vec![accept(&ks[2], &job, &rep, 1), accept(&ks[2], &job, &rep, 2)],
+                    ..v(&[], &[], None)
                 },
                 |e| matches!(e, VerdictError::DuplicateMissed(_)),
             ),
             (
                 Verdict {
                     n: 4,
-                    ..verdict(vec![], None)
+                    ..v(&[], &[], None)
                 },
                 |e| matches!(e, VerdictError::Replication { n: 4, k: 2 }),
             ),
             (
                 Verdict {
-                    missed: (0..=64u8).map(|i| key(100 + i).peer_id()).collect(),
-                    ..verdict(vec![], None)
+                    missed: (0..=64u8)
+                        .map(|i| accept(&key(100 + i), &job, &rep, 1))
+                        .collect(),
+                    ..v(&[], &[], None)
                 },
                 |e| matches!(e, VerdictError::Limit(_)),
+            ),
+            (
+                Verdict {
+                    spec: other.spec.clone(),
+                    ..v(&[], &[], None)
+                },
+                |e| matches!(e, VerdictError::SpecMismatch { .. }),
+            ),
+            (verdict(&strangers, &[], &[], None), |e| {
+                matches!(e, VerdictError::NotTheSubmitter { .. })
+            }),
+            (
+                Verdict {
+                    missed: vec![{
+                        let mut a = accept(&ks[2], &job, &rep, 1).encode();
+                        let last = a.len() - 1;
+                        a[last] ^= 1;
+                        Signed::decode(&a, 4096).unwrap()
+                    }],
+                    ..v(&[], &[], None)
+                },
+                |e| matches!(e, VerdictError::BadAcceptance { index: 0, .. }),
             ),
         ];
         for (i, (v, want)) in cases.into_iter().enumerate() {
@@ -824,23 +1535,74 @@ mod tests {
             };
             let err = b.apply_verdict(&verified, true, 1).unwrap_err();
             assert!(want(&err), "case {i}: {err:?}");
+            assert!(err.is_forgery(), "case {i}");
             assert_eq!(snapshot(&b), before, "case {i} changed the book");
         }
         assert!(b.is_empty());
     }
 
     #[test]
+    fn gossip_checks_replication_and_the_clock() {
+        let rep = key(9);
+        let ks: Vec<NodeKey> = (1..=2).map(key).collect();
+        let mut b = ReputationBook::default();
+        establish(&mut b, &rep);
+        // The spec asked for 5-of-3? No: 3-of-5, the verdict says 2-of-3.
+        let job = job_with(&rep, 0, 5, 3);
+        let v = verdict(&job, &[&ks[0], &ks[1]], &["a", "a"], Some("a"));
+        let err = b
+            .apply_verdict(&signed_by(&rep, v), false, 2_000)
+            .unwrap_err();
+        assert!(
+            matches!(err, VerdictError::ReplicationMismatch { .. }),
+            "{err}"
+        );
+        // Decided further ahead than the clock skew allows: not applied,
+        // not blamed.
+        let job = job_by(&rep, 1);
+        let v = Verdict {
+            decided_at_ms: 2_000 + b.config().max_clock_skew_ms + 1,
+            ..verdict(&job, &[&ks[0], &ks[1]], &["a", "a"], Some("a"))
+        };
+        let err = b
+            .apply_verdict(&signed_by(&rep, v), false, 2_000)
+            .unwrap_err();
+        assert!(matches!(err, VerdictError::FromTheFuture { .. }), "{err}");
+        assert!(!err.is_forgery());
+    }
+
+    #[test]
+    fn reporter_cannot_praise_itself() {
+        let reporter = key(1);
+        let others = [key(2), key(3)];
+        let mut b = ReputationBook::default();
+        b.set_trusted([reporter.peer_id()]);
+        for o in &others {
+            b.observe(o.peer_id(), Observation::Agreed, 0);
+        }
+        let job = job_by(&reporter, 0);
+        let v = verdict(
+            &job,
+            &[&reporter, &others[0], &others[1]],
+            &["a", "a", "a"],
+            Some("a"),
+        );
+        gossip(&mut b, &reporter, v);
+        assert_eq!(b.get(&reporter.peer_id()), None);
+        assert_eq!(b.score(&others[0].peer_id()), 110);
+    }
+
+    #[test]
     fn failed_verdict_only_penalises_the_missing() {
         let ks: Vec<NodeKey> = (1..=3).map(key).collect();
+        let me = key(9);
+        let job = job_by(&me, 0);
         let mut b = ReputationBook::default();
         let v = Verdict {
-            missed: vec![ks[2].peer_id()],
-            ..verdict(
-                vec![att(&ks[0], job(), h("a")), att(&ks[1], job(), h("b"))],
-                None,
-            )
+            missed: vec![accept(&ks[2], &job, &me, 1)],
+            ..verdict(&job, &[&ks[0], &ks[1]], &["a", "b"], None)
         };
-        let eff = b.apply_verdict(&signed_by(&key(9), v), true, 1).unwrap();
+        let eff = b.apply_verdict(&signed_by(&me, v), true, 1).unwrap();
         assert_eq!(eff.changes.len(), 1);
         assert_eq!(b.get(&ks[0].peer_id()), None);
         assert_eq!(b.score(&ks[2].peer_id()), 80);
@@ -849,32 +1611,40 @@ mod tests {
     #[test]
     fn book_is_bounded_and_gossip_cannot_evict() {
         let cfg = ReputationConfig {
-            max_peers: 2,
+            max_peers: 3,
             remembered_verdicts: 1,
             ..ReputationConfig::default()
         };
         let mut b = ReputationBook::new(cfg);
-        b.observe(key(1).peer_id(), Observation::Missed, 1);
+        let reporter = key(9);
+        b.set_trusted([reporter.peer_id(), key(1).peer_id(), key(2).peer_id()]);
+        b.observe(key(1).peer_id(), Observation::Agreed, 1);
         b.observe(key(2).peer_id(), Observation::Agreed, 2);
-        // Gossip about a third peer finds no room.
+        b.observe(key(5).peer_id(), Observation::Missed, 2);
+        // Gossip about a fourth peer finds no room.
+        let job = job_by(&reporter, 0);
         let v = verdict(
-            vec![att(&key(3), job(), h("a")), att(&key(4), job(), h("a"))],
-            Some(h("a")),
+            &job,
+            &[&key(1), &key(2), &key(3)],
+            &["a", "a", "a"],
+            Some("a"),
         );
-        let eff = b.apply_verdict(&signed_by(&key(9), v), false, 3).unwrap();
-        assert!(eff.changes.is_empty());
-        assert_eq!(b.len(), 2);
+        let eff = gossip(&mut b, &reporter, v);
+        assert_eq!(eff.changes.len(), 2, "only the known records change");
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get(&key(3).peer_id()), None);
         // Local evidence evicts the stalest record.
         b.observe(key(3).peer_id(), Observation::Agreed, 4);
-        assert_eq!(b.len(), 2);
-        assert_eq!(b.get(&key(1).peer_id()), None);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get(&key(5).peer_id()), None);
         // Remembered verdicts are bounded too: the oldest is forgotten.
-        let other = Verdict {
-            job: h("job2"),
-            ..verdict(vec![], None)
-        };
-        b.apply_verdict(&signed_by(&key(9), other), true, 5)
-            .unwrap();
+        let other = job_by(&reporter, 1);
+        b.apply_verdict(
+            &signed_by(&reporter, verdict(&other, &[], &[], None)),
+            true,
+            5,
+        )
+        .unwrap();
         assert_eq!(b.applied.len(), 1);
         assert_eq!(b.applied_order.len(), 1);
     }
@@ -882,7 +1652,8 @@ mod tests {
     #[test]
     fn clean_streak_grows_on_local_agreement_only_and_resets_on_any_fault() {
         let mut b = ReputationBook::default();
-        let p = key(1).peer_id();
+        let ks: Vec<NodeKey> = (1..=3).map(key).collect();
+        let p = ks[0].peer_id();
         assert_eq!(b.clean_streak(&p), 0);
         for t in 0..3 {
             b.observe(p, Observation::Agreed, t);
@@ -897,51 +1668,37 @@ mod tests {
         assert_eq!(b.clean_streak(&p), 1);
 
         // Gossip praise moves the score but not the streak...
-        let ks: Vec<NodeKey> = (1..=3).map(key).collect();
         let reporter = key(8);
-        let praise = verdict(
-            vec![att(&ks[0], job(), h("a")), att(&ks[1], job(), h("a"))],
-            Some(h("a")),
-        );
+        establish(&mut b, &reporter);
+        b.observe(ks[1].peer_id(), Observation::Agreed, 7);
+        let job = job_by(&reporter, 0);
+        let praise = verdict(&job, &[&ks[0], &ks[1]], &["a", "a"], Some("a"));
         let before = b.score(&p);
-        b.apply_verdict(&signed_by(&reporter, praise), false, 8)
-            .unwrap();
+        gossip(&mut b, &reporter, praise);
         assert!(b.score(&p) > before);
         assert_eq!(b.clean_streak(&p), 1);
         // ...while gossiped blame resets it.
-        let blame = Verdict {
-            job: h("job2"),
-            ..verdict(
-                vec![
-                    att(&ks[0], h("job2"), h("b")),
-                    att(&ks[1], h("job2"), h("a")),
-                    att(&ks[2], h("job2"), h("a")),
-                ],
-                Some(h("a")),
-            )
-        };
-        b.apply_verdict(&signed_by(&reporter, blame), false, 9)
-            .unwrap();
+        b.observe(ks[2].peer_id(), Observation::Agreed, 7);
+        let job2 = job_by(&reporter, 1);
+        let blame = verdict(
+            &job2,
+            &[&ks[0], &ks[1], &ks[2]],
+            &["b", "a", "a"],
+            Some("a"),
+        );
+        gossip(&mut b, &reporter, blame);
         assert_eq!(b.clean_streak(&p), 0);
         // A local verdict extends it.
-        let local = Verdict {
-            job: h("job3"),
-            ..verdict(
-                vec![
-                    att(&ks[0], h("job3"), h("a")),
-                    att(&ks[1], h("job3"), h("a")),
-                ],
-                Some(h("a")),
-            )
-        };
-        b.apply_verdict(&signed_by(&key(9), local), true, 10)
-            .unwrap();
+        let me = key(9);
+        let job3 = job_by(&me, 0);
+        let local = verdict(&job3, &[&ks[0], &ks[1]], &["a", "a"], Some("a"));
+        b.apply_verdict(&signed_by(&me, local), true, 10).unwrap();
         assert_eq!(b.clean_streak(&p), 1);
-        assert_eq!(b.clean_streak(&ks[1].peer_id()), 1);
+        assert_eq!(b.clean_streak(&ks[1].peer_id()), 2);
     }
 
     #[test]
-    fn records_without_a_streak_still_decode() {
+    fn records_without_the_newer_fields_still_decode() {
         /// The record as persisted before `clean_streak` existed.
         #[derive(Serialize)]
         struct OldRecord {
@@ -965,6 +1722,12 @@ mod tests {
         assert_eq!(back.score, 42);
         assert_eq!(back.last_seen_ms, 5);
         assert_eq!(back.clean_streak, 0);
+        assert_eq!((back.local_agreed, back.own_score), (0, None));
+        // Excluded before own scores were kept: now on probation, since no
+        // own evidence is on record.
+        let mut b = ReputationBook::default();
+        b.restore(key(1).peer_id(), back);
+        assert_eq!(b.standing(&key(1).peer_id()), Standing::Probation);
     }
 
     #[test]
@@ -977,6 +1740,8 @@ mod tests {
             first_seen_ms: 4,
             last_seen_ms: 5,
             clean_streak: 6,
+            local_agreed: 7,
+            own_score: Some(8),
         };
         let bytes = agora_protocol::codec::encode(&r);
         let back: PeerRecord = agora_protocol::codec::decode_unbounded(&bytes, 1024).unwrap();

@@ -21,6 +21,10 @@
 //!   one operator's machines rarely decide a job alone. A candidate with
 //!   no known subnet counts as its own.
 //!
+//! A peer on probation (excluded on others' word only, see
+//! [`crate::reputation::Standing`]) is drawn as a newcomer weighted at the
+//! exclusion threshold, so this node's own jobs re-test it.
+//!
 //! When both cannot hold, the subnet preference yields first. Peers in
 //! `exclude` are taken to be the job's executors so far: their subnets and
 //! newcomers count against the job, so escalation does not add what the
@@ -160,7 +164,8 @@ pub fn select_executors(
 
 /// Picks up to `n` distinct executors from `candidates`. Never picks the
 /// `submitter`, a peer in `exclude` (the executors already used for this
-/// job), a peer the book excludes, or a peer without a free slot; returns
+/// job), a peer the book excludes on its own evidence (one on probation
+/// is drawn as a newcomer), or a peer without a free slot; returns
 /// fewer than `n` only when not enough candidates qualify. Newcomers and
 /// shared subnets are limited as `config` says.
 pub fn select_executors_with(
@@ -172,8 +177,10 @@ pub fn select_executors_with(
     seed: u64,
     config: &SelectConfig,
 ) -> Vec<PeerId> {
-    let is_newcomer =
-        |p: &PeerId| book.get(p).map_or(0, |r| r.agreed) < config.newcomer_below_agreed;
+    // A peer on probation is re-tested like a newcomer.
+    let is_newcomer = |p: &PeerId| {
+        book.get(p).map_or(0, |r| r.agreed) < config.newcomer_below_agreed || book.on_probation(p)
+    };
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     // Sort on every field so duplicates of one peer collapse to the same
     // survivor regardless of input order.
@@ -201,14 +208,21 @@ pub fn select_executors_with(
         }
         // One lookup per candidate: selection runs over every bidder.
         let record = book.get(&c.peer);
-        let score = record.map_or_else(|| book.score(&c.peer), |r| r.score);
+        let mut score = record.map_or_else(|| book.score(&c.peer), |r| r.score);
+        let mut newcomer = record.map_or(0, |r| r.agreed) < config.newcomer_below_agreed;
         if score < threshold {
-            continue;
+            if !book.on_probation(&c.peer) {
+                continue;
+            }
+            // Drawn as a newcomer at the lowest eligible score, so this
+            // node's own jobs re-test a peer that others' word excluded.
+            score = threshold;
+            newcomer = true;
         }
         pool.push(Entry {
             peer: c.peer,
             weight: (u64::from(score) + 1) * (1100 - c.busy_permille()),
-            newcomer: record.map_or(0, |r| r.agreed) < config.newcomer_below_agreed,
+            newcomer,
             subnet: c.subnet,
         });
     }
@@ -295,6 +309,51 @@ mod tests {
             assert_eq!(set, [peer(2), peer(6)].into(), "seed {seed}");
             assert_eq!(got.len(), 2);
         }
+    }
+
+    #[test]
+    fn a_peer_on_probation_is_retested_as_a_newcomer() {
+        use crate::reputation::{PeerRecord, Standing};
+        let mut book = ReputationBook::default();
+        for i in 1..=4 {
+            for t in 0..5 {
+                book.observe(peer(i), Observation::Agreed, t);
+            }
+        }
+        // Excluded on others' word (score 0, no own evidence) and a fresh
+        // newcomer: at most one of them per job.
+        book.restore(
+            peer(7),
+            PeerRecord {
+                score: 0,
+                agreed: 0,
+                disagreed: 3,
+                missed: 0,
+                first_seen_ms: 0,
+                last_seen_ms: 0,
+                clean_streak: 0,
+                local_agreed: 0,
+                own_score: None,
+            },
+        );
+        assert_eq!(book.standing(&peer(7)), Standing::Probation);
+        // Excluded on this node's own evidence: never.
+        for t in 0..3 {
+            book.observe(peer(8), Observation::Missed, t);
+        }
+        let cands: Vec<Candidate> = [1, 2, 3, 4, 7, 8, 9].map(|i| cand(i, 0)).to_vec();
+        let mut probation_picked = 0;
+        for seed in 0..300 {
+            let got = select_executors(&cands, &book, 3, &peer(99), &BTreeSet::new(), seed);
+            assert_eq!(got.len(), 3);
+            assert!(!got.contains(&peer(8)), "seed {seed}");
+            assert!(
+                !(got.contains(&peer(7)) && got.contains(&peer(9))),
+                "two newcomers on one job, seed {seed}"
+            );
+            probation_picked += usize::from(got.contains(&peer(7)));
+        }
+        assert!(probation_picked > 0, "the peer on probation is re-tested");
     }
 
     #[test]

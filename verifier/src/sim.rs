@@ -18,9 +18,9 @@
 //! are not applied ([`ReplicationPlan::counts_as_evidence`]). The same
 //! config and seed give the same report.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use agora_protocol::{Attestation, ContentId, NodeKey, PeerId, Verified};
+use agora_protocol::{Attestation, ContentId, JobSpec, NodeKey, PeerId, Verified};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -303,6 +303,8 @@ struct World {
     index: HashMap<PeerId, usize>,
     /// Every executor's standing bid.
     candidates: Vec<Candidate>,
+    /// The submitter's key: it signs every job's spec.
+    submitter_key: NodeKey,
     /// The submitter.
     submitter: PeerId,
     /// The submitter's opinion of everyone.
@@ -366,8 +368,10 @@ impl World {
             })
             .collect();
         let index = peers.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        let submitter = NodeKey::from_secret(secret(cfg.seed, u64::MAX)).peer_id();
+        let submitter_key = NodeKey::from_secret(secret(cfg.seed, u64::MAX));
+        let submitter = submitter_key.peer_id();
         Ok(Self {
+            submitter_key,
             keys,
             peers,
             roles,
@@ -503,7 +507,15 @@ fn run_job(
     } else {
         cfg.escalation_cap
     };
-    let job_id = hash_of(b"job", job, cfg.seed);
+    let spec = world.submitter_key.sign(&JobSpec {
+        replication: agora_protocol::Replication {
+            n: plan.n,
+            k: plan.k,
+        },
+        nonce: job,
+        ..JobSpec::wasm(hash_of(b"module", 0, cfg.seed))
+    });
+    let job_id = spec.id();
     let mut q = Quorum::new(job_id, plan.n, plan.k, cap)?;
     let mut queue: VecDeque<usize> = VecDeque::new();
     if let Some(first) = first {
@@ -569,7 +581,7 @@ fn run_job(
         _ => report.failed += 1,
     }
     if plan.counts_as_evidence() {
-        if let Some(verdict) = q.verdict(job) {
+        if let Some(verdict) = q.verdict(&spec, &BTreeMap::new(), job) {
             let signed = Verified {
                 signer: world.submitter,
                 value: verdict,

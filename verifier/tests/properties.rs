@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use agora_protocol::limits::MAX_GOSSIP_BYTES;
 use agora_protocol::{
-    Attestation, ContentId, NodeKey, PeerId, Signed, Verdict, VerdictOutcome, Verified,
+    Acceptance, Attestation, ContentId, JobSpec, NodeKey, PeerId, Replication, Signed, Verdict,
+    VerdictOutcome, Verified,
 };
 use agora_verifier::{
     select_executors, Candidate, Decision, Observation, PeerRecord, Quorum, QuorumError,
@@ -40,8 +41,18 @@ fn peer(i: usize) -> PeerId {
     keys()[i].peer_id()
 }
 
+/// The REPORTER's signed spec of a k-of-n job.
+fn spec(n: u8, k: u8) -> Signed<JobSpec> {
+    keys()[REPORTER].sign(&JobSpec {
+        replication: Replication { n, k },
+        ..JobSpec::wasm(ContentId::of(b"module"))
+    })
+}
+
+/// The job the quorum properties run (its spec is [`spec`]`(3, 2)`).
 fn job() -> ContentId {
-    ContentId::of(b"the job")
+    static JOB: OnceLock<ContentId> = OnceLock::new();
+    *JOB.get_or_init(|| spec(3, 2).id())
 }
 
 fn honest() -> ContentId {
@@ -243,7 +254,7 @@ proptest! {
         }
         prop_assert!(final_decision.is_some(), "quorum did not end: {:?}", q.decision());
         let fd = final_decision.unwrap_or(Decision::Pending);
-        let verdict = q.verdict(5).unwrap();
+        let verdict = q.verdict(&spec(3, 2), &BTreeMap::new(), 5).unwrap();
         prop_assert!(verdict.attestations.len() <= usize::from(cap));
         match fd {
             Decision::Verified { hash, .. } => {
@@ -324,8 +335,8 @@ fn splice(bytes: &mut [u8], from: &[u8], to: &[u8]) -> bool {
 
 /// An attestation whose envelope names `victim` as signer but was signed
 /// by the attacker's key.
-fn impersonate(victim: usize, hash: ContentId) -> Signed<Attestation> {
-    let real = attest(ATTACKER, job(), hash);
+fn impersonate(victim: usize, job: ContentId, hash: ContentId) -> Signed<Attestation> {
+    let real = attest(ATTACKER, job, hash);
     let mut bytes = real.encode();
     assert!(splice(
         &mut bytes,
@@ -351,7 +362,9 @@ fn snapshot(b: &ReputationBook) -> Vec<(PeerId, PeerRecord)> {
 
 fn honest_verdict(n: u8, k: u8, liars: &[Behaviour], missed: usize) -> Verdict {
     // Executors 0..k are honest; the rest follow `liars`, then `missed`
-    // more are listed as missed.
+    // more are listed as missed, with their acceptances.
+    let spec = spec(n, k);
+    let job = spec.id();
     let mut atts = Vec::new();
     for (i, &liar) in liars.iter().enumerate().take(usize::from(n)) {
         let b = if i < usize::from(k) {
@@ -360,17 +373,26 @@ fn honest_verdict(n: u8, k: u8, liars: &[Behaviour], missed: usize) -> Verdict {
             liar
         };
         if let Some(h) = answer_of(i, b) {
-            atts.push(attest(i, job(), h));
+            atts.push(attest(i, job, h));
         }
     }
+    let accept = |m: usize| {
+        keys()[40 + m].sign(&Acceptance {
+            job,
+            submitter: peer(REPORTER),
+            attempt: 0,
+            deadline_ms: 1,
+        })
+    };
     Verdict {
-        job: job(),
+        job,
+        spec,
         k,
         n,
         outcome: VerdictOutcome::Verified,
         accepted: Some(honest()),
         attestations: atts,
-        missed: (0..missed).map(|m| peer(40 + m)).collect(),
+        missed: (0..missed).map(accept).collect(),
         decided_at_ms: 9,
     }
 }
@@ -395,6 +417,9 @@ proptest! {
             let obs = [Observation::Agreed, Observation::Disagreed, Observation::Missed][usize::from(*o)];
             book.observe(peer(*p), obs, t as u64);
         }
+        // A 1-of-n verdict is no evidence for others at all (a unit test
+        // covers that refusal); here both paths are exercised from k = 2.
+        let local = local || k < 2;
         let genuine = honest_verdict(n, k, &liars, missed);
         let reporter = &keys()[REPORTER];
         {
@@ -427,7 +452,7 @@ proptest! {
                 let victim = (0..POOL)
                     .find(|&i| Some(peer(i)) == forged.attestations[t].claimed_signer())
                     .unwrap();
-                forged.attestations[t] = impersonate(victim, collusion());
+                forged.attestations[t] = impersonate(victim, genuine.job, collusion());
                 |e| matches!(e, VerdictError::BadAttestation { .. })
             }
             3 => {

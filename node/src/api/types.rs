@@ -469,8 +469,14 @@ pub struct ReputationInfo {
     pub disagreed: u64,
     /// Times it missed a deadline, crashed or went offline.
     pub missed: u64,
-    /// Whether it scores below the exclusion threshold (never selected).
+    /// Whether it scores below the exclusion threshold.
     pub excluded: bool,
+    /// `newcomer` (its verdicts do not count here yet), `established`,
+    /// `probation` (excluded on others' word only: still given work, so
+    /// this node's own jobs re-test it) or `excluded` (on this node's own
+    /// evidence: never selected).
+    #[serde(default)]
+    pub standing: String,
     /// Agreements in a row in this node's own jobs since its last fault.
     #[serde(default)]
     pub clean_streak: u64,

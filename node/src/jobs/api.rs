@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use agora_protocol::{
     validate, ContentId, ExecutorSpec, IdPrefix, JobSpec, PeerId, Replication, Resources,
 };
-use agora_verifier::reputation::{Observation, PeerRecord, ReputationBook};
+use agora_verifier::reputation::{Observation, PeerRecord, ReputationBook, Standing};
 use agora_verifier::AdaptivePolicy;
 use tokio::sync::{broadcast, oneshot};
 
@@ -306,7 +306,7 @@ impl Jobs {
             .into_iter()
             .filter(|r| r.0 != self.ctx.me)
             .filter(|r| prefix.is_none_or(|x| r.0.to_base58().starts_with(x)))
-            .map(|(peer, rec, excluded, trusted)| {
+            .map(|(peer, rec, standing, trusted)| {
                 let evidence = self
                     .ctx
                     .reputation_store
@@ -334,7 +334,8 @@ impl Jobs {
                     agreed: rec.agreed,
                     disagreed: rec.disagreed,
                     missed: rec.missed,
-                    excluded,
+                    excluded: matches!(standing, Standing::Probation | Standing::Excluded),
+                    standing: standing.as_str().into(),
                     clean_streak: rec.clean_streak,
                     trusted,
                     first_seen_ms: rec.first_seen_ms,
@@ -348,16 +349,16 @@ impl Jobs {
     }
 }
 
-/// Copies the book's rows out with whether each peer is excluded and
+/// Copies the book's rows out with each peer's standing and whether it is
 /// trusted to run alone, so the lock is not held while the store is read.
 trait CloneRecords {
-    fn clone_records(&self, policy: &AdaptivePolicy) -> Vec<(PeerId, PeerRecord, bool, bool)>;
+    fn clone_records(&self, policy: &AdaptivePolicy) -> Vec<(PeerId, PeerRecord, Standing, bool)>;
 }
 
 impl CloneRecords for ReputationBook {
-    fn clone_records(&self, policy: &AdaptivePolicy) -> Vec<(PeerId, PeerRecord, bool, bool)> {
+    fn clone_records(&self, policy: &AdaptivePolicy) -> Vec<(PeerId, PeerRecord, Standing, bool)> {
         self.records()
-            .map(|(p, r)| (*p, *r, self.is_excluded(p), policy.is_trusted(self, p)))
+            .map(|(p, r)| (*p, *r, self.standing(p), policy.is_trusted(self, p)))
             .collect()
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use agora_protocol::codec;
-use agora_protocol::{Attestation, ContentId, JobSpec, PeerId, Signed, Verdict};
+use agora_protocol::{Acceptance, Attestation, ContentId, JobSpec, PeerId, Signed, Verdict};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -81,6 +81,10 @@ pub struct StoredExecutor {
     pub report: Option<AttestReport>,
     /// Its failure report.
     pub error: Option<String>,
+    /// Its signed acceptance of the assignment: what a verdict shows to
+    /// charge it with a miss. Absent in records from before it existed.
+    #[serde(default)]
+    pub acceptance: Option<Signed<Acceptance>>,
 }
 
 /// An assigned executor's state.

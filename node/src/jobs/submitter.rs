@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use agora_protocol::limits::{MAX_ATTESTATIONS, MAX_OUTPUT_BYTES};
 use agora_protocol::{
-    codec, Assignment, Bid, ContentId, JobOffer, JobSpec, PeerId, ResultBundle, TOPIC_JOBS,
-    TOPIC_VERDICTS,
+    codec, Acceptance, Assignment, Bid, ContentId, JobOffer, JobSpec, PeerId, ResultBundle, Signed,
+    Verdict, TOPIC_JOBS, TOPIC_VERDICTS,
 };
 use agora_verifier::quorum::{Decision, Failure, Quorum};
 use agora_verifier::reputation::{ReputationBook, ReputationConfig};
@@ -51,7 +51,7 @@ use crate::blobs;
 use crate::lock;
 use crate::network::adverts::{lock_book, unix_now_ms};
 use crate::network::peeraddrs::subnet_of_peer;
-use crate::network::rpc::{AttestReport, BundleRef, Request};
+use crate::network::rpc::{AttestReport, BundleRef, Request, Response};
 use crate::reputation;
 
 /// Inputs queued per job task.
@@ -104,6 +104,15 @@ pub enum JobInput {
         /// Whether the executor ran the job and the job itself failed
         /// (a limit, a trap), as opposed to a refusal or a lost executor.
         ran: bool,
+    },
+    /// An executor took the job on: its signed acceptance.
+    Accepted {
+        /// The executor.
+        peer: PeerId,
+        /// The attempt it accepted.
+        attempt: u32,
+        /// What it signed.
+        acceptance: Signed<Acceptance>,
     },
     /// The last connection to a peer closed.
     PeerGone(PeerId),
@@ -544,6 +553,7 @@ impl JobTask {
             result_hash: None,
             report: None,
             error: None,
+            acceptance: None,
         });
         if !matches!(self.rec.state, JobState::Running) {
             self.set_state(JobState::Running);
@@ -560,24 +570,29 @@ impl JobTask {
         let tx = lock(&ctx.active).get(&self.id()).map(|a| a.tx.clone());
         self.ctx.tasks.spawn(
             async move {
-                let r = deliver(&ctx, peer, Request::Assign(signed)).await;
-                if let Err(e) = r {
-                    let error = match e {
-                        DeliverError::Refused(r) => format!("refused the assignment: {r}"),
-                        DeliverError::Network(n) => format!("unreachable: {n}"),
-                    };
-                    if let Some(tx) = tx {
-                        // The task may have ended meanwhile; then the
-                        // failure no longer matters.
-                        let _ = tx
-                            .send(JobInput::Failed {
-                                peer,
-                                attempt,
-                                error,
-                                ran: false,
-                            })
-                            .await;
-                    }
+                let input = match deliver(&ctx, peer, Request::Assign(signed)).await {
+                    Ok(Response::Accepted(acceptance)) => JobInput::Accepted {
+                        peer,
+                        attempt,
+                        acceptance,
+                    },
+                    // Taken without a signed acceptance: it runs, but can
+                    // never be charged with a miss.
+                    Ok(_) => return,
+                    Err(e) => JobInput::Failed {
+                        peer,
+                        attempt,
+                        error: match e {
+                            DeliverError::Refused(r) => format!("refused the assignment: {r}"),
+                            DeliverError::Network(n) => format!("unreachable: {n}"),
+                        },
+                        ran: false,
+                    },
+                };
+                if let Some(tx) = tx {
+                    // The task may have ended meanwhile; then the input no
+                    // longer matters.
+                    let _ = tx.send(input).await;
                 }
             }
             .in_current_span(),
@@ -595,6 +610,11 @@ impl JobTask {
                 error,
                 ran,
             } => self.on_failed(peer, attempt, error, ran).await,
+            JobInput::Accepted {
+                peer,
+                attempt,
+                acceptance,
+            } => self.on_accepted(peer, attempt, acceptance),
             JobInput::PeerGone(peer) => self.check_alive(peer),
             JobInput::Cancel(reply) => {
                 if let Ok(d) = self.quorum.cancel() {
@@ -602,6 +622,34 @@ impl JobTask {
                 }
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// Keeps an executor's acceptance if it is what was assigned: this
+    /// job, from this node, that attempt and deadline, signed by it. It is
+    /// written with the record's next change (it only matters for the
+    /// verdict). The answer may already be in: reports travel separately.
+    fn on_accepted(&mut self, peer: PeerId, attempt: u32, acceptance: Signed<Acceptance>) {
+        let (id, me) = (self.id(), self.ctx.me);
+        let Some(e) = self
+            .rec
+            .executors
+            .iter_mut()
+            .find(|e| e.peer == peer && e.attempt == attempt)
+        else {
+            return;
+        };
+        match acceptance.verify() {
+            Ok(a)
+                if a.signer == peer
+                    && a.value.job == id
+                    && a.value.submitter == me
+                    && a.value.attempt == attempt
+                    && a.value.deadline_ms == e.deadline_ms =>
+            {
+                e.acceptance = Some(acceptance);
+            }
+            _ => warn!(%peer, "an acceptance that does not match its assignment"),
         }
     }
 
@@ -1027,27 +1075,44 @@ impl JobTask {
         }
         self.release_running();
         self.note_spot_check();
-        if let Some(v) = self.quorum.verdict(unix_now_ms()) {
-            let signed = self.ctx.key.sign(&v);
-            if self.rec.plan == Some(AdaptivePlan::Solo) {
-                // One signature, the executor's own: no evidence about it.
-                self.rec.verdict = Some(signed);
-                self.persist().await;
-                return;
-            }
-            if let Err(e) =
-                reputation::apply_own(&self.ctx.reputation, &self.ctx.reputation_writes, &signed)
-            {
-                debug!(error = %e, "own verdict not applied");
-            }
-            self.rec.verdict = Some(signed.clone());
+        let Some(v) = self.verdict() else {
             self.persist().await;
-            if let Err(e) = self.ctx.net.publish(TOPIC_VERDICTS, signed.encode()).await {
-                debug!(error = %e, "verdict not gossiped");
-            }
-        } else {
+            return;
+        };
+        let signed = self.ctx.key.sign(&v);
+        if self.rec.plan == Some(AdaptivePlan::Solo) {
+            // One signature, the executor's own: no evidence about it.
+            self.rec.verdict = Some(signed);
             self.persist().await;
+            return;
         }
+        if let Err(e) =
+            reputation::apply_own(&self.ctx.reputation, &self.ctx.reputation_writes, &signed)
+        {
+            debug!(error = %e, "own verdict not applied");
+        }
+        self.rec.verdict = Some(signed.clone());
+        self.persist().await;
+        // A k = 1 verdict rests on one signature: other nodes refuse it.
+        if v.k < 2 {
+            return;
+        }
+        if let Err(e) = self.ctx.net.publish(TOPIC_VERDICTS, signed.encode()).await {
+            debug!(error = %e, "verdict not gossiped");
+        }
+    }
+
+    /// The decided job's verdict, with the spec and the acceptances of
+    /// the executors that took the job on.
+    fn verdict(&self) -> Option<Verdict> {
+        let acceptances: BTreeMap<PeerId, Signed<Acceptance>> = self
+            .rec
+            .executors
+            .iter()
+            .filter_map(|e| Some((e.peer, e.acceptance.clone()?)))
+            .collect();
+        self.quorum
+            .verdict(&self.rec.spec, &acceptances, unix_now_ms())
     }
 
     /// Says how the checked executor of a decided spot check did.
@@ -1091,7 +1156,7 @@ impl JobTask {
         self.release_running();
         self.set_state(JobState::Failed);
         self.event("failed", None, why);
-        if let Some(v) = self.quorum.verdict(unix_now_ms()) {
+        if let Some(v) = self.verdict() {
             self.rec.verdict = Some(self.ctx.key.sign(&v));
         }
         self.persist().await;

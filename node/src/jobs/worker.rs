@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_protocol::{
-    codec, validate, Attestation, Bid, ContentId, ExecutorSpec, JobSpec, PeerId, Signed,
-    ValidatedSpec,
+    codec, validate, Acceptance, Attestation, Bid, ContentId, ExecutorSpec, JobSpec, PeerId,
+    Signed, ValidatedSpec,
 };
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
@@ -238,7 +238,9 @@ pub(crate) async fn on_assign(
     };
     let job = checked.job;
     match ctx.db.work(&job) {
-        Ok(Some(item)) if item.attempt == checked.assignment.attempt => return Response::Ack,
+        Ok(Some(item)) if item.attempt == checked.assignment.attempt => {
+            return accepted(ctx, job, &item)
+        }
         Ok(_) => {}
         Err(e) => {
             warn!(error = %e, "work store read failed");
@@ -268,8 +270,19 @@ pub(crate) async fn on_assign(
         warn!(error = %e, "cannot persist an assignment");
         return Response::Error(RpcError::Busy);
     }
+    let response = accepted(ctx, job, &item);
     spawn_execute(ctx, job, item, checked.validated);
-    Response::Ack
+    response
+}
+
+/// The signed acceptance of a persisted assignment.
+fn accepted(ctx: &Ctx, job: ContentId, item: &WorkItem) -> Response {
+    Response::Accepted(ctx.key.sign(&Acceptance {
+        job,
+        submitter: item.submitter,
+        attempt: item.attempt,
+        deadline_ms: item.deadline_ms,
+    }))
 }
 
 fn spawn_execute(ctx: &Arc<Ctx>, job: ContentId, item: WorkItem, spec: ValidatedSpec) {

@@ -8,14 +8,16 @@
 //! executor and fetched by the submitter.
 
 use agora_protocol::{
-    Assignment, Attestation, Bid, CapabilityAdvert, ContentId, ResultBundle, Signed,
+    Acceptance, Assignment, Attestation, Bid, CapabilityAdvert, ContentId, ResultBundle, Signed,
 };
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 /// The request-response protocol name.
-pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/agora/rpc/1.0.0");
+/// Version 2: an assignment is answered with the executor's signed
+/// [`Acceptance`].
+pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/agora/rpc/2.0.0");
 /// Largest request accepted, in bytes. Requests stay small; the large
 /// payloads (blob chunks) travel in responses.
 pub const MAX_REQUEST_BYTES: u64 = 256 * 1024;
@@ -99,8 +101,12 @@ pub enum Response {
     },
     /// Answer to [`Request::GetAdvert`]; `None` before the first advert.
     Advert(Option<Signed<CapabilityAdvert>>),
-    /// The request was taken (a bid, an assignment, a report).
+    /// The request was taken (a bid, a report).
     Ack,
+    /// Answer to [`Request::Assign`]: the executor took the job on (the
+    /// assignment is on its disk) and signs that it owes an answer by the
+    /// deadline. Only with this can a verdict charge it with a miss.
+    Accepted(Signed<Acceptance>),
     /// Answer to [`Request::GetBlob`].
     BlobChunk {
         /// The blob's full size.

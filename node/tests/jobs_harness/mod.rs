@@ -12,7 +12,7 @@ use agora_node::api::types::{JobRecord, SubmitExecutor, SubmitJob};
 use agora_node::config::DaemonConfig;
 use agora_node::daemon::{self, Daemon};
 use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use tempfile::TempDir;
 
 /// Generous: the test box has 2 busy cores.
@@ -106,8 +106,29 @@ impl Net {
         docker: bool,
         tweak: impl Fn(usize, &mut DaemonConfig),
     ) -> Self {
+        Self::start_with_ids(n, docker, |i, cfg, _| tweak(i, cfg)).await
+    }
+
+    /// Like [`Net::start_with`]; the tweak also gets every node's PeerId
+    /// (the identities are made before any node starts).
+    pub async fn start_with_ids(
+        n: usize,
+        docker: bool,
+        tweak: impl Fn(usize, &mut DaemonConfig, &[PeerId]),
+    ) -> Self {
         init_logs();
         let dirs: Vec<TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let ids: Vec<PeerId> = dirs
+            .iter()
+            .map(|d| {
+                agora_node::identity::load_or_create(
+                    &d.path().join(agora_node::identity::IDENTITY_FILE),
+                )
+                .unwrap()
+                .peer_id()
+            })
+            .collect();
+        let tweak = |i: usize, cfg: &mut DaemonConfig| tweak(i, cfg, &ids);
         let mut cfg = loopback_config(dirs[0].path(), docker);
         tweak(0, &mut cfg);
         let first = daemon::start(cfg).await.unwrap();
