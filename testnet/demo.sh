@@ -47,7 +47,8 @@ last=$("$agora" --data-dir "$work/n5" job list --json | python3 -c 'import json,
 echo
 echo "== node 5's opinion of the executors, from its own verdicts"
 "$agora" --data-dir "$work/n5" reputation
-echo "== node 1's, from the verdicts node 5 gossiped"
+echo "== node 1's: node 5's gossiped verdicts change nothing there (yet): a publisher earns"
+echo "   a say by agreeing with node 1's own jobs, or when node 1's operator pins it (--trust)"
 "$agora" --data-dir "$work/n1" reputation
 
 echo

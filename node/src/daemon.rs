@@ -49,7 +49,9 @@ use crate::network::adverts::{run_advert_loop, AdvertConfig, AdvertValidator, Sh
 use crate::network::peeraddrs::{self, PeerAddrs};
 use crate::network::peerbook::PeerBook;
 use crate::network::peerstore;
-use crate::network::{Network, NetworkConfig, NetworkError, NetworkHandle, TopicValidators};
+use crate::network::{
+    Network, NetworkConfig, NetworkError, NetworkHandle, TopicValidators, MAX_REJOIN_PEERS,
+};
 use crate::reputation::{self, ReputationStore, SharedReputation, VerdictValidator};
 
 /// Name of the sled store directory inside the data directory.
@@ -448,6 +450,8 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     let agent_version = format!("agora/{}", env!("CARGO_PKG_VERSION"));
 
     let mut net_cfg = NetworkConfig::new(key.clone());
+    // The network this node knew, in case every bootstrap is gone.
+    net_cfg.known_peers = lock_book(&book).rejoin_candidates(MAX_REJOIN_PEERS);
     net_cfg.listen = config.listen.clone();
     net_cfg.bootstrap = config.bootstrap.clone();
     net_cfg.external_addrs = config.external.clone();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_node::api::types::{JobState, ReputationInfo};
+use agora_node::daemon::Daemon;
 use agora_node::network::adverts::unix_now_ms;
 use agora_node::network::{spawn, NetworkConfig, NetworkError, TopicValidators};
 use agora_protocol::{
@@ -109,6 +110,18 @@ fn attest(key: &NodeKey, job: ContentId, hash: &[u8]) -> Signed<Attestation> {
     })
 }
 
+/// Submits a 2-of-3 job of `module` from `node`; it must verify.
+async fn run_verified(node: &Daemon, module: ContentId) {
+    let id = node
+        .jobs()
+        .submit(wasm_job(&module.to_hex(), 3, 2))
+        .await
+        .unwrap()
+        .id;
+    let r = wait_final(node, &id, DEADLINE).await;
+    assert_eq!(r.state, JobState::Verified, "{r:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_cannot_frame_honest_nodes_or_promote_accomplices() {
     let net = Net::start(4, false).await;
@@ -116,14 +129,7 @@ async fn a_stranger_cannot_frame_honest_nodes_or_promote_accomplices() {
     // The bystander's own jobs give it an opinion of the others.
     let module = bystander.jobs().blobs().put(&fixture("hello")).unwrap();
     for _ in 0..6 {
-        let id = bystander
-            .jobs()
-            .submit(wasm_job(&module.to_hex(), 3, 2))
-            .await
-            .unwrap()
-            .id;
-        let r = wait_final(bystander, &id, DEADLINE).await;
-        assert_eq!(r.state, JobState::Verified, "{r:#?}");
+        run_verified(bystander, module).await;
     }
     let before = opinions(&net, 4);
     assert_eq!(before[BYSTANDER].len(), 3, "{before:#?}");
@@ -291,14 +297,7 @@ async fn a_stranger_cannot_frame_honest_nodes_or_promote_accomplices() {
         }
     }
     // Honest nodes still run the bystander's jobs.
-    let id = bystander
-        .jobs()
-        .submit(wasm_job(&module.to_hex(), 3, 2))
-        .await
-        .unwrap()
-        .id;
-    let r = wait_final(bystander, &id, DEADLINE).await;
-    assert_eq!(r.state, JobState::Verified, "{r:#?}");
+    run_verified(bystander, module).await;
 
     cancel.cancel();
     task.await.unwrap();

@@ -2,10 +2,13 @@
 //! 30% liars, fixed k-of-n with and without reputation, and adaptive
 //! replication; two colluders among 8 nodes; and the adaptive trade-off
 //! against liars that lie only sometimes or only once trusted. Prints the
-//! `simulation` section of docs/benchmarks.md (markdown) on stdout.
+//! `simulation` section of docs/benchmarks.md (markdown) on stdout. With
+//! `--attacks` it prints the `attacks` section instead: framers and Sybils
+//! gossiping verdicts into the submitter's book, beside a control run.
 //!
 //! ```text
 //! cargo run --release -p agora-verifier --example simulate [-- --jobs N --nodes N --seeds N]
+//! cargo run --release -p agora-verifier --example simulate -- --attacks [--jobs N --nodes N]
 //! ```
 //!
 //! Every number is deterministic: the same flags print the same tables on
@@ -16,7 +19,9 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use agora_verifier::sim::{self, Liars, Replication, Selection, SimConfig, SimReport, Strategy};
+use agora_verifier::sim::{
+    self, Attack, Liars, Replication, Selection, SimConfig, SimReport, Strategy,
+};
 use agora_verifier::{AdaptivePolicy, SelectConfig};
 
 /// Sizes, from the command line.
@@ -28,7 +33,15 @@ struct Sizes {
     jobs: u64,
     /// Seeds (runs of `SMALL_JOBS` jobs) per 8-node row.
     seeds: u64,
+    /// Whether to run the attack rows instead of the verification tables.
+    attacks: bool,
 }
+
+/// Framers and Sybils in the attack rows.
+const FRAMERS: usize = 10;
+const SYBILS: usize = 50;
+/// Verdicts the attackers gossip per job in the attack rows.
+const ATTACK_VERDICTS_PER_JOB: u32 = 10;
 
 /// Jobs per 8-node run.
 const SMALL_JOBS: u64 = 1000;
@@ -54,6 +67,50 @@ enum Table {
     /// One adaptive run four times as long, to show the start-up cost
     /// spreading out.
     Long,
+    /// Reputation attacks.
+    Attack,
+}
+
+/// The attack rows: a control run, then framers, Sybils and both
+/// gossiping. Jobs run one second apart, so a run spans several gossip
+/// windows.
+fn attack_experiments(sizes: Sizes) -> Vec<Experiment> {
+    let base = SimConfig {
+        nodes: sizes.nodes,
+        jobs: sizes.jobs,
+        liar_permille: 0,
+        ..SimConfig::default()
+    };
+    let rows = [
+        (
+            "control: 10 framers and 50 Sybils, no gossip",
+            FRAMERS,
+            SYBILS,
+            0,
+        ),
+        ("10 framers gossip", FRAMERS, 0, ATTACK_VERDICTS_PER_JOB),
+        ("50 Sybils gossip", 0, SYBILS, ATTACK_VERDICTS_PER_JOB),
+        (
+            "10 framers and 50 Sybils gossip",
+            FRAMERS,
+            SYBILS,
+            ATTACK_VERDICTS_PER_JOB,
+        ),
+    ];
+    rows.into_iter()
+        .map(|(label, framers, sybils, verdicts_per_job)| Experiment {
+            table: Table::Attack,
+            label: vec![label.into()],
+            runs: vec![SimConfig {
+                attack: Attack {
+                    framers,
+                    sybils,
+                    verdicts_per_job,
+                },
+                ..base
+            }],
+        })
+        .collect()
 }
 
 fn weighted() -> Selection {
@@ -99,6 +156,9 @@ fn sel_name(sel: &Selection) -> &'static str {
 }
 
 fn experiments(sizes: Sizes) -> Result<Vec<Experiment>, agora_verifier::AdaptiveConfigError> {
+    if sizes.attacks {
+        return Ok(attack_experiments(sizes));
+    }
     let default_policy = AdaptivePolicy::default();
     let large = SimConfig {
         nodes: sizes.nodes,
@@ -277,6 +337,7 @@ fn parse_args() -> Result<(Sizes, usize), String> {
         nodes: 1000,
         jobs: 50_000,
         seeds: 50,
+        attacks: false,
     };
     let mut threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -284,6 +345,13 @@ fn parse_args() -> Result<(Sizes, usize), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--attacks" {
+            sizes.attacks = true;
+            if !args.iter().any(|a| a == "--jobs") {
+                sizes.jobs = 10_000;
+            }
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
@@ -319,6 +387,11 @@ fn main() -> ExitCode {
             eprintln!("simulate: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let render = if sizes.attacks {
+        render_attacks
+    } else {
+        render
     };
     let text = render(
         &exps,
@@ -419,6 +492,50 @@ fn render(
         s += &row(&cells);
     }
     s += &reading(exps, reports, sizes);
+    s
+}
+
+/// The `attacks` section of docs/benchmarks.md.
+fn render_attacks(
+    exps: &[Experiment],
+    reports: &[SimReport],
+    sizes: Sizes,
+    secs: f64,
+    threads: usize,
+) -> String {
+    let mut s = String::new();
+    s += "## Reputation attacks simulation: framers and Sybils\n\n";
+    s += &format!(
+        "Command: `cargo run --release -p agora-verifier --example simulate -- --attacks` ({} honest nodes, {} jobs one second apart, {} verdicts gossiped per job; {:.0} s on {} threads). Deterministic, like the tables above.\n\n",
+        sizes.nodes, sizes.jobs, ATTACK_VERDICTS_PER_JOB, secs, threads
+    );
+    s += "The simulated submitter of the verification tables, fixed 2-of-3 with reputation selection, among honest nodes and the attacker's identities (each on a subnet of its own). *Framers* answer every job right, so the submitter's own jobs establish them and their word counts; *Sybils* are fresh identities that always return the one wrong hash the attacker wants accepted. After every job the attackers gossip verdicts signed by one of them with the strongest evidence they can get: a victim's signed acceptance of a job the attacker submitted, claimed missed; the victim's right answer against two attackers' attestations of a wrong hash (a claimed disagreement); Sybils' attestations beside two framers' (praise); and a quarter plain forgeries (an acceptance of another submitter's job). *taken from honest* and *given to Sybils* sum the score points gossip moved; standings are the submitter's at the end (`ReputationBook::standing`); *Sybils trusted* counts Sybils `AdaptivePolicy::default()` would let run jobs alone.\n\n";
+    s += "| attack | wrong accepted | wrong, 2nd half | verdicts gossiped | refused as forged | points taken from honest | points given to Sybils | honest excluded | honest on probation | honest established | Sybils established | Sybils trusted |\n";
+    s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for (e, r) in exps.iter().zip(reports) {
+        let a = r.attack;
+        let mut cells = e.label.clone();
+        cells.push(format!("{} ({})", pct(r.wrong_rate()), r.wrong));
+        cells.push(format!(
+            "{} ({})",
+            pct(r.second_half.wrong_rate()),
+            r.second_half.wrong
+        ));
+        for v in [
+            a.gossiped,
+            a.refused,
+            a.taken_from_honest,
+            a.given_to_sybils,
+            a.honest_excluded,
+            a.honest_on_probation,
+            a.honest_established,
+            a.sybils_established,
+            a.sybils_trusted,
+        ] {
+            cells.push(v.to_string());
+        }
+        s += &row(&cells);
+    }
     s
 }
 

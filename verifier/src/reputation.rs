@@ -16,7 +16,9 @@
 //! *established* once it agreed with `establish_after` results of this
 //! node's own jobs, or when the operator pinned it
 //! ([`ReputationBook::set_trusted`]). Only established publishers' verdicts
-//! weigh anything; a newcomer's change nothing.
+//! weigh anything; a newcomer's change nothing. Standing is decided by this
+//! node's own evidence first: gossip can neither exclude a peer nor take
+//! away the standing it earned here, nor lift one this node excluded.
 //!
 //! **Weighting (fixed point).** A local verdict applies each change at full
 //! weight. A gossiped verdict applies it scaled by our trust in its
@@ -27,17 +29,25 @@
 //! that peer: one publisher moves one peer's score by at most
 //! `gossip_budget` points per `gossip_window_ms` (by default exactly the
 //! distance from the start score to exclusion, so no single publisher can
-//! exclude a fresh peer within a window). A publisher's verdict never
+//! exclude a fresh peer within a window). All publishers together move one
+//! peer by at most `gossip_peer_budget` points per window, so a handful of
+//! established framers is no worse than one. A publisher's verdict never
 //! changes its own record.
 //!
 //! **Sybils.** Gossiped agreement and disagreement count only when at least
 //! `min_known_supporters` of the executors behind the accepted hash are
-//! already known here (pinned, or with an agreement on record and not
-//! excluded), so fresh identities endorsing one another gain nothing.
+//! already known here (pinned, or agreed with one of this node's own
+//! results, and not excluded here), and gossiped agreement is credited
+//! only to known executors, so fresh identities endorsing one another gain
+//! nothing and cannot become known through each other.
 //!
 //! **Probation.** A peer below the exclusion threshold whose own score
-//! (this node's evidence alone) is not is excluded on others' word only: it
-//! stays selectable as a newcomer, so this node's own jobs re-test it.
+//! (this node's evidence alone) is not, and that has not established itself
+//! here, is excluded on others' word only: it stays selectable as a
+//! newcomer, so this node's own jobs re-test it. An established peer that
+//! gossip pushes below the threshold stays established for selection (at
+//! the threshold's weight) but never runs alone and its verdicts weigh
+//! nothing until its score recovers.
 //!
 //! **Invariant:** [`ReputationBook::apply_verdict`] checks all the evidence
 //! before touching anything; when it returns an error the book is exactly
@@ -55,7 +65,8 @@ use serde::{Deserialize, Serialize};
 /// design's: start 100, +5 agree, -10 disagree, -20 missed, scores in
 /// `[0, 1000]`, excluded below 50; and agora's gossip rules: 3 own
 /// agreements to establish a peer, 50 points per publisher and peer per
-/// hour, 2 known supporters.
+/// hour and 100 per peer from all publishers together, 2 known
+/// supporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReputationConfig {
     /// Score of a peer never seen before.
@@ -83,7 +94,11 @@ pub struct ReputationConfig {
     /// Most points one publisher's gossip moves one peer's score by within
     /// one window (changes either way add up).
     pub gossip_budget: u32,
-    /// The window of `gossip_budget`, in ms.
+    /// Most points all publishers together move one peer's score by
+    /// within one window.
+    #[serde(default = "default_gossip_peer_budget")]
+    pub gossip_peer_budget: u32,
+    /// The window of `gossip_budget` and `gossip_peer_budget`, in ms.
     pub gossip_window_ms: u64,
     /// Publisher and peer pairs whose spending is tracked; when full,
     /// gossip changes nothing until windows expire.
@@ -109,12 +124,18 @@ impl Default for ReputationConfig {
             remembered_verdicts: 16_384,
             establish_after: 3,
             gossip_budget: 50,
+            gossip_peer_budget: default_gossip_peer_budget(),
             gossip_window_ms: 60 * 60 * 1000,
             max_budget_entries: 65_536,
             min_known_supporters: 2,
             max_clock_skew_ms: 60_000,
         }
     }
+}
+
+/// The default of [`ReputationConfig::gossip_peer_budget`].
+fn default_gossip_peer_budget() -> u32 {
+    100
 }
 
 /// What this node knows of one peer. Persisted by the node.
@@ -158,10 +179,12 @@ pub enum Standing {
     /// change nothing.
     Newcomer,
     /// Agreed with enough of this node's own results, or pinned by the
-    /// operator: its verdicts count.
+    /// operator, and not excluded by this node's own evidence: its
+    /// verdicts count (while its score is above the threshold), and gossip
+    /// cannot take this standing away.
     Established,
-    /// Below the exclusion threshold on others' word only: selectable as a
-    /// newcomer so this node's own jobs can re-test it.
+    /// A newcomer below the exclusion threshold on others' word only:
+    /// selectable as a newcomer so this node's own jobs can re-test it.
     Probation,
     /// Below the exclusion threshold on this node's own evidence: never
     /// selected.
@@ -401,6 +424,8 @@ pub struct ReputationBook {
     /// Gossip budget spent, by (publisher, peer). Kept in memory only: a
     /// restart gives every publisher a fresh window.
     spent: HashMap<(PeerId, PeerId), Spent>,
+    /// Gossip budget spent by all publishers together, by peer.
+    spent_on: HashMap<PeerId, Spent>,
     /// Job ids of applied verdicts, oldest first, for bounded forgetting.
     applied_order: VecDeque<ContentId>,
     /// The same ids, for lookup.
@@ -421,6 +446,7 @@ impl ReputationBook {
             records: BTreeMap::new(),
             trusted: BTreeSet::new(),
             spent: HashMap::new(),
+            spent_on: HashMap::new(),
             applied_order: VecDeque::new(),
             applied: HashSet::new(),
         }
@@ -481,25 +507,27 @@ impl ReputationBook {
         self.records.get(peer).map_or(0, |r| r.clean_streak)
     }
 
-    /// Whether `peer` scores below the exclusion threshold (excluded or on
-    /// probation): never trusted to run alone, its verdicts weigh nothing.
+    /// Whether `peer` scores below the exclusion threshold, on any
+    /// evidence: never trusted to run alone, its verdicts weigh nothing,
+    /// and unless established here it is selected only as a newcomer
+    /// ([`Standing`]) or, when excluded on this node's own evidence, not
+    /// at all.
     pub fn is_excluded(&self, peer: &PeerId) -> bool {
         self.score(peer) < self.config.exclusion_threshold
     }
 
-    /// Where `peer` stands with this node.
+    /// Where `peer` stands with this node: this node's own evidence
+    /// decides exclusion and establishment; others' word only moves a
+    /// newcomer to probation.
     pub fn standing(&self, peer: &PeerId) -> Standing {
-        let threshold = self.config.exclusion_threshold;
-        if self.is_excluded(peer) {
-            return if self.own_score(peer) < threshold {
-                Standing::Excluded
-            } else {
-                Standing::Probation
-            };
+        if self.own_score(peer) < self.config.exclusion_threshold {
+            return Standing::Excluded;
         }
         let local = self.records.get(peer).map_or(0, |r| r.local_agreed);
         if self.is_pinned(peer) || local >= self.config.establish_after {
             Standing::Established
+        } else if self.is_excluded(peer) {
+            Standing::Probation
         } else {
             Standing::Newcomer
         }
@@ -512,16 +540,18 @@ impl ReputationBook {
     }
 
     /// Whether `peer` is known here well enough to vouch for a gossiped
-    /// result: pinned, or with an agreement on record; and not excluded.
+    /// result: pinned, or agreed with one of this node's own results; and
+    /// not excluded here. Gossip alone never makes a peer known, so
+    /// strangers cannot vouch for one another in a chain.
     pub fn knows(&self, peer: &PeerId) -> bool {
-        !self.is_excluded(peer)
-            && (self.is_pinned(peer) || self.records.get(peer).is_some_and(|r| r.agreed > 0))
+        self.standing(peer) != Standing::Excluded
+            && (self.is_pinned(peer) || self.records.get(peer).is_some_and(|r| r.local_agreed > 0))
     }
 
     /// How much a verdict signed by `reporter` counts, in thousandths: 0
-    /// unless it is established.
+    /// unless it is established and scores at least the threshold.
     pub fn trust_permille(&self, reporter: &PeerId) -> u32 {
-        if self.standing(reporter) != Standing::Established {
+        if self.standing(reporter) != Standing::Established || self.is_excluded(reporter) {
             return 0;
         }
         if self.config.start == 0 {
@@ -602,7 +632,14 @@ impl ReputationBook {
             .filter(|p| **p != publisher && self.knows(p))
             .count();
         let answers = if known >= self.config.min_known_supporters {
-            evidence.answers
+            // Praise for a stranger is how Sybils would vouch for each
+            // other: only disagreement, which the stranger signed itself,
+            // counts against one.
+            evidence
+                .answers
+                .into_iter()
+                .filter(|(p, obs)| *obs != Observation::Agreed || self.knows(p))
+                .collect()
         } else {
             Vec::new()
         };
@@ -665,30 +702,39 @@ impl ReputationBook {
         }
     }
 
-    /// Takes up to `wanted` points from `publisher`'s budget for `peer`
-    /// in the window around `now_ms`; returns what was granted.
+    /// Takes up to `wanted` points from both `publisher`'s budget for
+    /// `peer` and the budget of all publishers for `peer`, in the windows
+    /// around `now_ms`; returns what was granted.
     fn spend(&mut self, publisher: PeerId, peer: PeerId, wanted: u32, now_ms: u64) -> u32 {
-        let window = self.config.gossip_window_ms;
-        let expired = |s: &Spent| now_ms.saturating_sub(s.window_start_ms) >= window;
-        let key = (publisher, peer);
-        if !self.spent.contains_key(&key) && self.spent.len() >= self.config.max_budget_entries {
-            self.spent.retain(|_, s| !expired(s));
-            if self.spent.len() >= self.config.max_budget_entries {
-                return 0;
-            }
+        let cfg = self.config;
+        let Some(left_pair) = left_in(
+            &mut self.spent,
+            (publisher, peer),
+            cfg.gossip_budget,
+            &cfg,
+            now_ms,
+        ) else {
+            return 0;
+        };
+        let Some(left_peer) = left_in(
+            &mut self.spent_on,
+            peer,
+            cfg.gossip_peer_budget,
+            &cfg,
+            now_ms,
+        ) else {
+            return 0;
+        };
+        let granted = wanted.min(left_pair).min(left_peer);
+        for s in [
+            self.spent.get_mut(&(publisher, peer)),
+            self.spent_on.get_mut(&peer),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.points += granted;
         }
-        let s = self.spent.entry(key).or_insert(Spent {
-            window_start_ms: now_ms,
-            points: 0,
-        });
-        if expired(s) {
-            *s = Spent {
-                window_start_ms: now_ms,
-                points: 0,
-            };
-        }
-        let granted = wanted.min(self.config.gossip_budget.saturating_sub(s.points));
-        s.points += granted;
         granted
     }
 
@@ -788,6 +834,36 @@ impl ReputationBook {
             after: rec.score,
         })
     }
+}
+
+/// What is left of a `budget` tracked under `key` in `table` in the window
+/// around `now_ms`, starting a fresh window (and entry) when needed; `None`
+/// when the table is full of live windows.
+fn left_in<K: std::hash::Hash + Eq>(
+    table: &mut HashMap<K, Spent>,
+    key: K,
+    budget: u32,
+    cfg: &ReputationConfig,
+    now_ms: u64,
+) -> Option<u32> {
+    let expired = |s: &Spent| now_ms.saturating_sub(s.window_start_ms) >= cfg.gossip_window_ms;
+    if !table.contains_key(&key) && table.len() >= cfg.max_budget_entries {
+        table.retain(|_, s| !expired(s));
+        if table.len() >= cfg.max_budget_entries {
+            return None;
+        }
+    }
+    let s = table.entry(key).or_insert(Spent {
+        window_start_ms: now_ms,
+        points: 0,
+    });
+    if expired(s) {
+        *s = Spent {
+            window_start_ms: now_ms,
+            points: 0,
+        };
+    }
+    Some(budget.saturating_sub(s.points))
 }
 
 /// Checks everything a verdict claims against its embedded signed spec,
@@ -1216,8 +1292,8 @@ mod tests {
         assert_eq!(b.trust_permille(&pin.peer_id()), 1000);
         assert!(b.knows(&other.peer_id()));
         assert!(!b.knows(&fresh.peer_id()));
-        // Its verdict credits the fresh executor that agreed with two
-        // known ones.
+        // Its verdict credits the known executors that agreed, but not
+        // the stranger beside them: praise never makes a peer known.
         let job = job_by(&pin, 0);
         let v = verdict(
             &job,
@@ -1227,8 +1303,10 @@ mod tests {
         );
         b.observe(key(4).peer_id(), Observation::Agreed, 0);
         gossip(&mut b, &pin, v);
-        assert_eq!(b.score(&fresh.peer_id()), 105);
-        assert!(b.knows(&fresh.peer_id()));
+        assert_eq!(b.score(&other.peer_id()), 105);
+        assert_eq!(b.score(&key(4).peer_id()), 110);
+        assert_eq!(b.get(&fresh.peer_id()), None);
+        assert!(!b.knows(&fresh.peer_id()));
         // Own evidence still excludes a pinned peer.
         for t in 0..3 {
             b.observe(pin.peer_id(), Observation::Missed, t);
@@ -1260,6 +1338,108 @@ mod tests {
         assert_eq!(snapshot(&b), before);
         // Sybils never become established through gossip.
         assert_eq!(b.standing(&s1.peer_id()), Standing::Newcomer);
+        // Beside two known supporters, Sybils still gain nothing, while
+        // the honest node's own signed dissent counts against it.
+        let known2 = key(3);
+        b.observe(known2.peer_id(), Observation::Agreed, 0);
+        let job = job_with(&reporter, 2, 5, 3);
+        let v = Verdict {
+            n: 5,
+            k: 3,
+            ..verdict(
+                &job,
+                &[&s1, &known, &known2, &s2, &honest],
+                &["x", "x", "x", "x", "y"],
+                Some("x"),
+            )
+        };
+        let eff = gossip(&mut b, &reporter, v);
+        let moved: BTreeSet<PeerId> = eff.changes.iter().map(|c| c.peer).collect();
+        assert_eq!(
+            moved,
+            [known.peer_id(), known2.peer_id(), honest.peer_id()].into()
+        );
+        assert_eq!((b.get(&s1.peer_id()), b.get(&s2.peer_id())), (None, None));
+        assert!(!b.knows(&s1.peer_id()));
+    }
+
+    #[test]
+    fn all_publishers_together_are_bounded_per_peer() {
+        let victim = key(1);
+        // A high start score, so the bound shows before the floor does.
+        let mut b = ReputationBook::new(ReputationConfig {
+            start: 300,
+            ..ReputationConfig::default()
+        });
+        let publishers: Vec<NodeKey> = (10..15).map(key).collect();
+        for p in &publishers {
+            establish(&mut b, p);
+        }
+        // Five established publishers, each within its own budget of 50
+        // (250 in all): together they move the victim by 100 in the
+        // window, no more.
+        for (i, p) in publishers.iter().enumerate() {
+            for nonce in 0..3 {
+                let job = job_by(p, nonce);
+                let v = Verdict {
+                    outcome: VerdictOutcome::Timeout,
+                    missed: vec![accept(&victim, &job, p, 1)],
+                    decided_at_ms: 1_000 + i as u64,
+                    ..verdict(&job, &[], &[], None)
+                };
+                b.apply_verdict(&signed_by(p, v), false, 1_000 + i as u64)
+                    .unwrap();
+            }
+        }
+        assert_eq!(b.score(&victim.peer_id()), 200);
+        assert_eq!(b.get(&victim.peer_id()).unwrap().missed, 6);
+    }
+
+    #[test]
+    fn gossip_moves_no_standing_earned_or_lost_here() {
+        let publishers: Vec<NodeKey> = (10..13).map(key).collect();
+        let (earned, lost) = (key(1), key(2));
+        let mut b = ReputationBook::default();
+        for p in &publishers {
+            establish(&mut b, p);
+        }
+        establish(&mut b, &earned);
+        for t in 0..3 {
+            b.observe(lost.peer_id(), Observation::Missed, t);
+        }
+        assert_eq!(b.standing(&lost.peer_id()), Standing::Excluded);
+        for (i, p) in publishers.iter().enumerate() {
+            for nonce in 0..5 {
+                let job = job_by(p, nonce);
+                // Blame for the one this node established...
+                let blame = Verdict {
+                    outcome: VerdictOutcome::Timeout,
+                    missed: vec![accept(&earned, &job, p, 1)],
+                    decided_at_ms: 1_000,
+                    ..verdict(&job, &[], &[], None)
+                };
+                b.apply_verdict(&signed_by(p, blame), false, 1_000).unwrap();
+                // ...and praise for the one it excluded, beside two
+                // known supporters.
+                let job = job_by(p, 100 + nonce);
+                let o1 = &publishers[(i + 1) % publishers.len()];
+                let o2 = &publishers[(i + 2) % publishers.len()];
+                let praise = verdict(&job, &[&lost, o1, o2], &["a", "a", "a"], Some("a"));
+                b.apply_verdict(&signed_by(p, praise), false, 1_000)
+                    .unwrap();
+            }
+        }
+        assert!(
+            b.is_excluded(&earned.peer_id()),
+            "{:?}",
+            b.get(&earned.peer_id())
+        );
+        assert_eq!(b.standing(&earned.peer_id()), Standing::Established);
+        assert!(b.knows(&earned.peer_id()));
+        assert_eq!(b.trust_permille(&earned.peer_id()), 0);
+        // The excluded peer is not known, so it is not praised at all.
+        assert_eq!(b.standing(&lost.peer_id()), Standing::Excluded);
+        assert_eq!(b.score(&lost.peer_id()), 40);
     }
 
     #[test]

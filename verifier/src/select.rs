@@ -11,7 +11,7 @@
 //! **Spreading ([`SelectConfig`]).** Two preferences shape the draw, each
 //! dropped only when it would leave the job short of executors:
 //! - *Newcomers* (peers with fewer than `newcomer_below_agreed` agreements
-//!   in the book) fill at most `max_newcomers` places of a job, so a flood
+//!   with this node's own results, and not pinned) fill at most `max_newcomers` places of a job, so a flood
 //!   of fresh identities cannot crowd out peers with a history, while
 //!   every newcomer still gets some work to earn trust with. With `k >=
 //!   2` and one newcomer place, identities that never agreed with anyone
@@ -23,7 +23,11 @@
 //!
 //! A peer on probation (excluded on others' word only, see
 //! [`crate::reputation::Standing`]) is drawn as a newcomer weighted at the
-//! exclusion threshold, so this node's own jobs re-test it.
+//! exclusion threshold, so this node's own jobs re-test it; an established
+//! peer that gossip pushed below the threshold is drawn at the threshold's
+//! weight, keeping the standing this node's own jobs gave it. Counting only
+//! own agreements means gossip can neither promote a Sybil past the
+//! newcomer bound nor demote an honest peer into it.
 //!
 //! When both cannot hold, the subnet preference yields first. Peers in
 //! `exclude` are taken to be the job's executors so far: their subnets and
@@ -42,7 +46,7 @@ use agora_protocol::{Bid, PeerId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::reputation::ReputationBook;
+use crate::reputation::{ReputationBook, Standing};
 
 /// A node that bid for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +113,8 @@ pub fn subnet_of(ip: IpAddr) -> u64 {
 /// How [`select_executors_with`] spreads work; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SelectConfig {
-    /// A peer with fewer agreements than this in the book is a newcomer.
+    /// A peer with fewer agreements with this node's own results than this
+    /// is a newcomer (unless pinned).
     pub newcomer_below_agreed: u64,
     /// Most newcomers on one job while established candidates remain.
     pub max_newcomers: usize,
@@ -179,7 +184,8 @@ pub fn select_executors_with(
 ) -> Vec<PeerId> {
     // A peer on probation is re-tested like a newcomer.
     let is_newcomer = |p: &PeerId| {
-        book.get(p).map_or(0, |r| r.agreed) < config.newcomer_below_agreed || book.on_probation(p)
+        let own = book.get(p).map_or(0, |r| r.local_agreed);
+        (own < config.newcomer_below_agreed && !book.is_pinned(p)) || book.on_probation(p)
     };
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     // Sort on every field so duplicates of one peer collapse to the same
@@ -206,18 +212,17 @@ pub fn select_executors_with(
         if c.peer == *submitter || !c.has_room() || exclude.contains(&c.peer) {
             continue;
         }
-        // One lookup per candidate: selection runs over every bidder.
-        let record = book.get(&c.peer);
-        let mut score = record.map_or_else(|| book.score(&c.peer), |r| r.score);
-        let mut newcomer = record.map_or(0, |r| r.agreed) < config.newcomer_below_agreed;
+        let mut score = book.score(&c.peer);
+        let mut newcomer = is_newcomer(&c.peer);
         if score < threshold {
-            if !book.on_probation(&c.peer) {
-                continue;
+            match book.standing(&c.peer) {
+                Standing::Excluded => continue,
+                // Its own record here outweighs others' word.
+                Standing::Established => {}
+                // Re-tested by this node's own jobs.
+                Standing::Probation | Standing::Newcomer => newcomer = true,
             }
-            // Drawn as a newcomer at the lowest eligible score, so this
-            // node's own jobs re-test a peer that others' word excluded.
             score = threshold;
-            newcomer = true;
         }
         pool.push(Entry {
             peer: c.peer,

@@ -41,7 +41,6 @@ use self::types::{
 };
 use crate::network::adverts::{lock_book, unix_now_ms, SharedPeerBook};
 use crate::network::peeraddrs::PeerAddrs;
-use crate::network::peerbook::PeerState;
 use crate::network::{NetworkError, NetworkHandle};
 
 /// What the sandboxes look like now (Docker images change).
@@ -420,11 +419,7 @@ async fn nodes(State(shared): State<Arc<Shared>>) -> Json<NodesInfo> {
             }
             NodeInfo {
                 peer_id: row.peer.to_string(),
-                state: match row.state {
-                    PeerState::Online => "online",
-                    PeerState::Offline => "offline",
-                }
-                .to_owned(),
+                state: row.state.as_str().to_owned(),
                 is_self: row.peer == me,
                 agent_version: a.agent_version.clone(),
                 executors,

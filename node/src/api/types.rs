@@ -66,7 +66,8 @@ pub struct PeersInfo {
 pub struct NodeInfo {
     /// Its PeerId.
     pub peer_id: String,
-    /// `online` or `offline`.
+    /// `online`, `offline`, or `known` (remembered from before this node's
+    /// last start, not heard from since).
     pub state: String,
     /// Whether this row is the answering node itself.
     pub is_self: bool,

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::peerbook::{PeerBook, PeerBookError};
+use super::peerbook::{PeerBook, PeerBookError, PeerState};
 use super::rpc::{Request, Response};
 use super::{
     GossipMessage, GossipValidator, NetworkError, NetworkEvent, NetworkHandle, Validation,
@@ -307,6 +307,42 @@ impl AdvertLoop {
         }
     }
 
+    /// Asks a newly connected peer this node does not count as online (a
+    /// peer remembered from an earlier run, or silent for a while) for its
+    /// advert at once, rather than waiting up to an interval for its next
+    /// one: a restarted node sees the network it rejoined straight away.
+    /// The answer passes the same checks as a gossiped advert.
+    fn ask_advert(&self, peer: PeerId) {
+        let now = unix_now_ms();
+        if peer == self.key.peer_id()
+            || lock_book(&self.book).state(&peer, now) == Some(PeerState::Online)
+        {
+            return;
+        }
+        let (handle, book) = (self.handle.clone(), self.book.clone());
+        tokio::spawn(async move {
+            let signed = match handle.request(peer, Request::GetAdvert).await {
+                Ok(Response::Advert(Some(signed))) => signed,
+                Ok(_) => return,
+                Err(e) => {
+                    debug!(%peer, error = %e, "advert request failed");
+                    return;
+                }
+            };
+            let now = unix_now_ms();
+            let mut book = lock_book(&book);
+            let recorded = check_advert(&signed.encode(), Some(peer), &book, now, 0)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    book.record(c.signer, c.advert, c.signed, now)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = recorded {
+                debug!(%peer, error = %e, "advert asked for not recorded");
+            }
+        });
+    }
+
     async fn on_event(&mut self, event: NetworkEvent) {
         if let NetworkEvent::InboundRequest {
             peer,
@@ -352,10 +388,13 @@ pub async fn run_advert_loop(
             biased;
             () = cancel.cancelled() => break,
             ev = events.recv() => match ev {
-                Ok(NetworkEvent::PeerConnected { .. }) if !state.announced => {
-                    // The first adverts went nowhere; send one as soon as
-                    // the new peer's topic subscriptions have arrived.
-                    tick.reset_after(ANNOUNCE_DELAY);
+                Ok(NetworkEvent::PeerConnected { peer, .. }) => {
+                    if !state.announced {
+                        // The first adverts went nowhere; send one as soon
+                        // as the new peer's topic subscriptions have arrived.
+                        tick.reset_after(ANNOUNCE_DELAY);
+                    }
+                    state.ask_advert(peer);
                 }
                 Ok(ev) => state.on_event(ev).await,
                 Err(RecvError::Lagged(n)) => debug!(skipped = n, "advert loop lagged behind network events"),

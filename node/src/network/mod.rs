@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_protocol::limits::MAX_GOSSIP_BYTES;
+use agora_protocol::limits::{MAX_ADDRS, MAX_GOSSIP_BYTES};
 use agora_protocol::NodeKey;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
@@ -190,6 +190,12 @@ pub struct NetworkConfig {
     /// Bootstrap peers, ideally with a `/p2p/<id>` suffix so they enter
     /// the routing table before the first connection.
     pub bootstrap: Vec<Multiaddr>,
+    /// Peers remembered from an earlier run (the persisted peer book) and
+    /// their addresses: seeded into Kademlia and dialled like the
+    /// bootstrap peers, so a node whose bootstraps are gone rejoins the
+    /// network it knew. Keep it bounded; the daemon passes at most
+    /// [`MAX_REJOIN_PEERS`].
+    pub known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
     /// Addresses known to reach this node from outside (a public IP, a
     /// port forward); they make Kademlia switch to server mode.
     pub external_addrs: Vec<Multiaddr>,
@@ -262,6 +268,7 @@ impl std::fmt::Debug for NetworkConfig {
             .field("transport", &self.transport)
             .field("listen", &self.listen)
             .field("bootstrap", &self.bootstrap)
+            .field("known_peers", &self.known_peers.len())
             .field("external_addrs", &self.external_addrs)
             .field("listen_addrs_are_external", &self.listen_addrs_are_external)
             .field("kad_mode", &self.kad_mode)
@@ -285,6 +292,7 @@ impl NetworkConfig {
             transport: TransportKind::Tcp,
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            known_peers: Vec::new(),
             external_addrs: Vec::new(),
             listen_addrs_are_external: false,
             kad_mode: KadMode::Auto,
@@ -615,6 +623,8 @@ pub struct Network {
     max_pending_inbound: usize,
     /// Bootstrap addresses, redialed when the node has no connection.
     bootstrap: Vec<Multiaddr>,
+    /// See [`NetworkConfig::known_peers`] (bounded, without this node).
+    known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
     /// Bootstrap peers' ids, to run the first Kademlia bootstrap as soon as
     /// one of them connects.
     bootstrap_peers: HashSet<PeerId>,
@@ -717,8 +727,26 @@ pub fn spawn(
     Ok((handle, task))
 }
 
+/// Most remembered peers dialled at start (and again whenever the node
+/// has no connection).
+pub const MAX_REJOIN_PEERS: usize = 16;
+
+/// Dials each remembered peer not connected or being dialled.
+fn dial_known(swarm: &mut Swarm<Behaviour>, peers: &[(PeerId, Vec<Multiaddr>)]) {
+    for (peer, addrs) in peers {
+        let opts = DialOpts::peer_id(*peer)
+            .addresses(addrs.clone())
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = swarm.dial(opts) {
+            debug!(%peer, error = %e, "dialling a remembered peer failed");
+        }
+    }
+}
+
 impl Network {
-    /// Builds the Swarm, starts listening and dialing the bootstrap peers.
+    /// Builds the Swarm, starts listening and dialing the bootstrap peers
+    /// and the remembered ones.
     /// Must be called inside a tokio runtime.
     pub fn new(cfg: NetworkConfig) -> Result<(Self, NetworkHandle), NetworkError> {
         let metrics = NetworkMetrics::new(cfg.registry.as_ref())?;
@@ -751,6 +779,22 @@ impl Network {
                 warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
         }
+        let known_peers: Vec<(PeerId, Vec<Multiaddr>)> = cfg
+            .known_peers
+            .iter()
+            .filter(|(p, _)| *p != peer_id)
+            .take(MAX_REJOIN_PEERS)
+            .cloned()
+            .collect();
+        for (peer, addrs) in &known_peers {
+            for a in addrs.iter().take(MAX_ADDRS) {
+                swarm.behaviour_mut().kad.add_address(peer, a.clone());
+            }
+            // Reaching any of them runs the first Kademlia bootstrap, as
+            // reaching a bootstrap peer does.
+            bootstrap_peers.insert(*peer);
+        }
+        dial_known(&mut swarm, &known_peers);
 
         let (cmd_tx, cmd_rx) = mpsc::channel(cfg.command_buffer.max(1));
         let (ev_tx, _) = broadcast::channel(cfg.event_buffer.max(1));
@@ -776,6 +820,7 @@ impl Network {
             pending_inbound: HashMap::new(),
             max_pending_inbound: cfg.max_pending_inbound,
             bootstrap: cfg.bootstrap.clone(),
+            known_peers,
             bootstrap_peers,
             bootstrapped: false,
             discovery_interval: cfg.discovery_interval,
@@ -1009,6 +1054,7 @@ impl Network {
                     debug!(%addr, error = %e, "redialing bootstrap peer failed");
                 }
             }
+            dial_known(&mut self.swarm, &self.known_peers);
         }
         self.maybe_reserve_relays();
         if rt == 0 {
@@ -1199,7 +1245,7 @@ impl Network {
                     .map(|e| e.node.value.iter().count())
             })
             .unwrap_or(0);
-        let room = agora_protocol::limits::MAX_ADDRS.saturating_sub(known);
+        let room = MAX_ADDRS.saturating_sub(known);
         for addr in info.listen_addrs.into_iter().take(room) {
             kad.add_address(&peer, addr);
         }

@@ -3,7 +3,10 @@
 //!
 //! Adverts are also heartbeats: a node that has not advertised for
 //! [`DEFAULT_OFFLINE_AFTER_MS`] (2 minutes) is shown offline, and is the
-//! first to be forgotten when the book is full.
+//! first to be forgotten when the book is full. A record restored from an
+//! earlier run ([`PeerBook::restore`]) is *known*, not online, until the
+//! node is heard from again; its advertised addresses are where a restarted
+//! node looks for the network it knew ([`PeerBook::rejoin_candidates`]).
 //!
 //! **Invariant:** pure. Every method takes `now_ms` (ms since the Unix
 //! epoch, read by the caller); nothing here reads a clock or does I/O.
@@ -11,6 +14,8 @@
 use std::collections::HashMap;
 
 use agora_protocol::{CapabilityAdvert, PeerId, Signed};
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
 
 /// A node is offline after this long without an advert (2 minutes, four
 /// missed 30 s adverts).
@@ -26,6 +31,19 @@ pub enum PeerState {
     Online,
     /// Silent for longer than the offline window.
     Offline,
+    /// Remembered from an earlier run of this node, not heard from since.
+    Known,
+}
+
+impl PeerState {
+    /// The lower-case name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Online => "online",
+            PeerState::Offline => "offline",
+            PeerState::Known => "known",
+        }
+    }
 }
 
 /// What the book knows about one node.
@@ -39,6 +57,9 @@ pub struct PeerRecord {
     /// since the Unix epoch); the advert's own timestamp is the sender's
     /// clock and is not trusted for liveness.
     pub last_seen_ms: u64,
+    /// Whether it was heard from since this node started (false for a
+    /// record restored from disk).
+    pub heard: bool,
 }
 
 /// One row of the book as the API shows it.
@@ -118,6 +139,30 @@ impl PeerBook {
         signed: Signed<CapabilityAdvert>,
         now_ms: u64,
     ) -> Result<(), PeerBookError> {
+        self.insert(peer, advert, signed, now_ms, true)
+    }
+
+    /// Puts back a verified advert saved by an earlier run, last heard
+    /// from at `last_seen_ms`: the node is known, not online, until an
+    /// advert from it is [`recorded`](Self::record) again.
+    pub fn restore(
+        &mut self,
+        peer: PeerId,
+        advert: CapabilityAdvert,
+        signed: Signed<CapabilityAdvert>,
+        last_seen_ms: u64,
+    ) -> Result<(), PeerBookError> {
+        self.insert(peer, advert, signed, last_seen_ms, false)
+    }
+
+    fn insert(
+        &mut self,
+        peer: PeerId,
+        advert: CapabilityAdvert,
+        signed: Signed<CapabilityAdvert>,
+        last_seen_ms: u64,
+        heard: bool,
+    ) -> Result<(), PeerBookError> {
         self.check_seq(&peer, advert.seq)?;
         if !self.peers.contains_key(&peer) && self.peers.len() >= self.max_peers {
             self.evict_longest_silent();
@@ -127,10 +172,38 @@ impl PeerBook {
             PeerRecord {
                 advert,
                 signed,
-                last_seen_ms: now_ms,
+                last_seen_ms,
+                heard,
             },
         );
         Ok(())
+    }
+
+    /// Up to `max` nodes remembered from an earlier run and not heard from
+    /// since, most recently seen first, each with the addresses it
+    /// advertised (those that parse, with its `/p2p` id stripped): whom a
+    /// restarted node dials to find the network again.
+    pub fn rejoin_candidates(&self, max: usize) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mut rows: Vec<(&PeerId, &PeerRecord)> =
+            self.peers.iter().filter(|(_, r)| !r.heard).collect();
+        rows.sort_by(|a, b| b.1.last_seen_ms.cmp(&a.1.last_seen_ms).then(a.0.cmp(b.0)));
+        rows.into_iter()
+            .filter_map(|(peer, r)| {
+                let addrs: Vec<Multiaddr> = r
+                    .advert
+                    .listen_addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .map(|a| {
+                        a.into_iter()
+                            .filter(|p| !matches!(p, Protocol::P2p(_)))
+                            .collect()
+                    })
+                    .collect();
+                (!addrs.is_empty()).then_some((*peer, addrs))
+            })
+            .take(max)
+            .collect()
     }
 
     /// Online or offline as of `now_ms`; `None` for a node never heard from.
@@ -181,7 +254,9 @@ impl PeerBook {
     }
 
     fn state_of(&self, r: &PeerRecord, now_ms: u64) -> PeerState {
-        if now_ms.saturating_sub(r.last_seen_ms) > self.offline_after_ms {
+        if !r.heard {
+            PeerState::Known
+        } else if now_ms.saturating_sub(r.last_seen_ms) > self.offline_after_ms {
             PeerState::Offline
         } else {
             PeerState::Online
@@ -276,6 +351,53 @@ mod tests {
             book.state(&NodeKey::from_secret([9; 32]).peer_id(), t0),
             None
         );
+    }
+
+    #[test]
+    fn restored_records_are_known_until_heard_from_and_are_rejoin_candidates() {
+        let (a, b, c) = (
+            NodeKey::from_secret([7; 32]),
+            NodeKey::from_secret([8; 32]),
+            NodeKey::from_secret([9; 32]),
+        );
+        let mut book = PeerBook::default();
+        let with_addrs = |seq: u64, addrs: &[&str]| CapabilityAdvert {
+            listen_addrs: addrs.iter().map(|s| s.to_string()).collect(),
+            ..advert(seq)
+        };
+        let t = 1_000_000;
+        let adv = with_addrs(1, &["/ip4/10.0.0.1/tcp/7400", "not an address"]);
+        book.restore(a.peer_id(), adv.clone(), a.sign(&adv), t - 10)
+            .unwrap();
+        let adv = with_addrs(
+            1,
+            &["/ip4/10.0.0.2/tcp/7400/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"],
+        );
+        book.restore(b.peer_id(), adv.clone(), b.sign(&adv), t - 5)
+            .unwrap();
+        let adv = with_addrs(1, &[]);
+        book.restore(c.peer_id(), adv.clone(), c.sign(&adv), t)
+            .unwrap();
+        // Seen a second ago, but in an earlier run: known, not online.
+        assert_eq!(book.state(&a.peer_id(), t), Some(PeerState::Known));
+        assert!(book.online(t).is_empty());
+        // Most recent first, /p2p stripped, bad addresses and nodes with
+        // none left out, bounded.
+        let got = book.rejoin_candidates(5);
+        assert_eq!(
+            got,
+            vec![
+                (b.peer_id(), vec!["/ip4/10.0.0.2/tcp/7400".parse().unwrap()]),
+                (a.peer_id(), vec!["/ip4/10.0.0.1/tcp/7400".parse().unwrap()]),
+            ]
+        );
+        assert_eq!(book.rejoin_candidates(1).len(), 1);
+        // Heard from again: online, and no longer a candidate.
+        rec(&mut book, &a, 2, t + 1).unwrap();
+        assert_eq!(book.state(&a.peer_id(), t + 1), Some(PeerState::Online));
+        assert_eq!(book.rejoin_candidates(5).len(), 1);
+        // A restored record still refuses older adverts.
+        assert!(rec(&mut book, &b, 1, t + 2).is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The peer book on disk (sled tree `peerbook`): each node's latest signed
 //! advert and when it was last heard from, saved periodically and at
-//! shutdown, restored at start. Restored records keep their old
-//! `last_seen`, so they show as offline until the node is heard from
-//! again; their signatures are checked again on load.
+//! shutdown, restored at start. Restored records show as known, not
+//! online, until the node is heard from again; their signatures are
+//! checked again on load.
 
 use agora_protocol::codec;
 use agora_protocol::limits::MAX_GOSSIP_BYTES;
@@ -56,7 +56,7 @@ pub fn load(book: &mut PeerBook, tree: &sled::Tree) -> usize {
         match saved.signed.verify() {
             Ok(v) if v.signer == peer => {
                 if book
-                    .record(peer, v.value, saved.signed, saved.last_seen_ms)
+                    .restore(peer, v.value, saved.signed, saved.last_seen_ms)
                     .is_ok()
                 {
                     n += 1;

@@ -16,7 +16,9 @@
 //! after the decision. Nobody misses a deadline. The submitter's book is
 //! the only view of reputation and every verdict is local; solo verdicts
 //! are not applied ([`ReplicationPlan::counts_as_evidence`]). The same
-//! config and seed give the same report.
+//! config and seed give the same report. An optional [`Attack`] adds
+//! framers and Sybils that gossip verdicts into the submitter's book
+//! between jobs ([`attack`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -29,6 +31,9 @@ use crate::adaptive::{AdaptivePolicy, PlanKind, ReplicationPlan};
 use crate::quorum::{Decision, Quorum, QuorumConfigError, QuorumError};
 use crate::reputation::{ReputationBook, VerdictError};
 use crate::select::{select_executors_with, Candidate, SelectConfig};
+
+pub mod attack;
+pub use attack::{Attack, AttackCounts};
 
 /// Most executors a simulation may have (each has a key and a record).
 pub const MAX_SIM_NODES: usize = 100_000;
@@ -127,13 +132,19 @@ pub struct SimConfig {
     /// Whether liars sit together on their own subnets (an attacker's
     /// machines) rather than scattered among honest nodes.
     pub liars_share_subnets: bool,
+    /// Simulated time between two jobs, in ms: it paces the gossip
+    /// budgets' windows.
+    pub ms_per_job: u64,
+    /// A reputation attack beside the jobs (none by default).
+    pub attack: Attack,
     /// Seed of everything random.
     pub seed: u64,
 }
 
 impl Default for SimConfig {
     /// 1,000 nodes, 10% independent liars that always lie, fixed 2-of-3
-    /// with weighted selection, 10,000 jobs, cap 6, 8 nodes per subnet.
+    /// with weighted selection, 10,000 jobs one second apart, cap 6, 8
+    /// nodes per subnet, no attack.
     fn default() -> Self {
         Self {
             nodes: 1000,
@@ -146,6 +157,8 @@ impl Default for SimConfig {
             escalation_cap: 6,
             nodes_per_subnet: 8,
             liars_share_subnets: false,
+            ms_per_job: 1000,
+            attack: Attack::default(),
             seed: 1,
         }
     }
@@ -185,6 +198,8 @@ pub struct SimReport {
     /// The same counts for the second half of the jobs only, when
     /// reputation has settled.
     pub second_half: HalfCounts,
+    /// What the run's attack achieved.
+    pub attack: AttackCounts,
 }
 
 /// Counts over part of a run.
@@ -242,6 +257,7 @@ impl SimReport {
         self.second_half.verified += other.second_half.verified;
         self.second_half.wrong += other.second_half.wrong;
         self.second_half.executions += other.second_half.executions;
+        self.attack.add(&other.attack);
     }
 }
 
@@ -289,6 +305,10 @@ enum Role {
     Honest,
     /// Lies as the strategy says.
     Liar,
+    /// Answers right; gossips attack verdicts.
+    Framer,
+    /// Always returns the attacker's wrong hash; gossips attack verdicts.
+    Sybil,
 }
 
 /// The simulated network: keys, roles, bids, and the submitter's book.
@@ -299,6 +319,14 @@ struct World {
     peers: Vec<PeerId>,
     /// Each executor's role.
     roles: Vec<Role>,
+    /// Indices of the honest executors.
+    honest: Vec<usize>,
+    /// Indices of the framers.
+    framers: Vec<usize>,
+    /// Indices of the Sybils.
+    sybils: Vec<usize>,
+    /// Indices of both.
+    attackers: Vec<usize>,
     /// PeerId back to index.
     index: HashMap<PeerId, usize>,
     /// Every executor's standing bid.
@@ -336,7 +364,14 @@ impl World {
         if cfg.nodes == 0 || cfg.nodes > MAX_SIM_NODES {
             return Err(SimError::Nodes(cfg.nodes));
         }
-        let keys: Vec<NodeKey> = (0..cfg.nodes as u64)
+        let a = cfg.attack;
+        if a.framers.saturating_add(a.sybils) > MAX_SIM_NODES - cfg.nodes {
+            return Err(SimError::Nodes(
+                cfg.nodes.saturating_add(a.framers).saturating_add(a.sybils),
+            ));
+        }
+        let total = cfg.nodes + a.framers + a.sybils;
+        let keys: Vec<NodeKey> = (0..total as u64)
             .map(|i| NodeKey::from_secret(secret(cfg.seed, i)))
             .collect();
         let peers: Vec<PeerId> = keys.iter().map(NodeKey::peer_id).collect();
@@ -352,10 +387,17 @@ impl World {
         if !cfg.liars_share_subnets {
             order.shuffle(rng);
         }
-        let mut subnet = vec![None; cfg.nodes];
+        // Attackers come after: each on a subnet of its own (no key), the
+        // attacker's best case.
+        let mut subnet = vec![None; total];
         for (pos, &i) in order.iter().enumerate() {
             subnet[i] = pos.checked_div(cfg.nodes_per_subnet).map(|s| s as u64);
         }
+        roles.extend(std::iter::repeat_n(Role::Framer, a.framers));
+        roles.extend(std::iter::repeat_n(Role::Sybil, a.sybils));
+        let with = |role| (0..total).filter(|i| roles[*i] == role).collect::<Vec<_>>();
+        let (honest, framers, sybils) = (with(Role::Honest), with(Role::Framer), with(Role::Sybil));
+        let attackers = framers.iter().chain(&sybils).copied().collect();
         let candidates = peers
             .iter()
             .zip(&subnet)
@@ -375,6 +417,10 @@ impl World {
             keys,
             peers,
             roles,
+            honest,
+            framers,
+            sybils,
+            attackers,
             index,
             candidates,
             submitter,
@@ -407,6 +453,9 @@ impl World {
 
     /// The hash executor `i` returns for job `job`.
     fn answer(&self, cfg: &SimConfig, i: usize, job: u64, rng: &mut ChaCha8Rng) -> ContentId {
+        if self.roles[i] == Role::Sybil {
+            return hash_of(b"agreed lie", job, 0);
+        }
         let lies = self.roles[i] == Role::Liar
             && match cfg.strategy {
                 Strategy::Always => true,
@@ -434,6 +483,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
     Quorum::new(ContentId::of(b"check"), n, k, cfg.escalation_cap)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut world = World::new(cfg, &mut rng)?;
+    let mut attack_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xa77ac4);
     let mut report = SimReport {
         liars: world.roles.iter().filter(|r| **r == Role::Liar).count() as u64,
         ..SimReport::default()
@@ -441,6 +491,17 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
     for job in 0..cfg.jobs {
         let before = report;
         run_job(cfg, &mut world, job, &mut rng, &mut report)?;
+        if cfg.attack.verdicts_per_job > 0 {
+            let now = now_ms(cfg, job);
+            attack::gossip(
+                &mut world,
+                &cfg.attack,
+                job,
+                now,
+                &mut attack_rng,
+                &mut report.attack,
+            )?;
+        }
         if job >= cfg.jobs / 2 {
             let h = &mut report.second_half;
             h.jobs += 1;
@@ -458,9 +519,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
                     report.honest_trusted += u64::from(policy.is_trusted(&world.book, peer));
                 }
             }
+            Role::Framer | Role::Sybil => {}
         }
     }
+    attack::tally(&world, &mut report.attack);
     Ok(report)
+}
+
+/// The simulated clock at job `job` (ms; job 0 ends at `ms_per_job`).
+fn now_ms(cfg: &SimConfig, job: u64) -> u64 {
+    job.saturating_add(1).saturating_mul(cfg.ms_per_job)
 }
 
 /// Submits, runs and judges one job.
@@ -581,14 +649,15 @@ fn run_job(
         _ => report.failed += 1,
     }
     if plan.counts_as_evidence() {
-        if let Some(verdict) = q.verdict(&spec, &BTreeMap::new(), job) {
+        let now = now_ms(cfg, job);
+        if let Some(verdict) = q.verdict(&spec, &BTreeMap::new(), now) {
             let signed = Verified {
                 signer: world.submitter,
                 value: verdict,
             };
             world
                 .book
-                .apply_verdict(&signed, true, job)
+                .apply_verdict(&signed, true, now)
                 .map_err(|source| SimError::Verdict {
                     job,
                     source: Box::new(source),
@@ -601,6 +670,7 @@ fn run_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reputation::ReputationConfig;
 
     fn small(replication: Replication, liars: Liars, liar_permille: u32) -> SimConfig {
         SimConfig {
@@ -772,6 +842,66 @@ mod tests {
         assert_eq!(checked.solo, 0);
         assert_eq!(checked.wrong, 0);
         assert!(checked.spot_checks_caught > 0, "{checked:?}");
+    }
+
+    /// 200 honest nodes, 1,000 jobs ten minutes apart (two gossip
+    /// windows), and an attack of `framers` and `sybils` gossiping ten
+    /// verdicts per job (none: the control run).
+    fn attacked(framers: usize, sybils: usize, verdicts_per_job: u32) -> SimConfig {
+        SimConfig {
+            ms_per_job: 600_000 / 100,
+            attack: Attack {
+                framers,
+                sybils,
+                verdicts_per_job,
+            },
+            ..small(FIXED_2_3, Liars::Independent, 0)
+        }
+    }
+
+    #[test]
+    fn framers_exclude_no_honest_node_and_every_forgery_is_refused() {
+        let r = run(&attacked(10, 0, 10)).unwrap();
+        let a = r.attack;
+        assert_eq!(a.gossiped, 10_000);
+        // A quarter of the verdicts are forged: every one refused, and the
+        // rest carry valid evidence.
+        assert!(a.refused > 2000 && a.refused < 3000, "{a:?}");
+        // The framers' word moved honest scores, within the budgets...
+        assert!(a.taken_from_honest > 0, "{a:?}");
+        let windows = 1000 * 6_000 / ReputationConfig::default().gossip_window_ms + 1;
+        let cap = u64::from(ReputationConfig::default().gossip_peer_budget) * windows * 200;
+        assert!(a.taken_from_honest <= cap, "{a:?}");
+        // ...but never got anyone excluded or demoted from established.
+        assert_eq!(a.honest_excluded, 0, "{a:?}");
+        let control = run(&attacked(10, 0, 0)).unwrap().attack;
+        assert_eq!(control.gossiped, 0);
+        assert!(control.honest_established > 0);
+        assert_eq!(r.wrong, 0);
+        assert_eq!(r.verified, 1000);
+    }
+
+    #[test]
+    fn sybils_praised_by_framers_never_become_trusted_or_win() {
+        for (framers, verdicts) in [(0, 10), (10, 10)] {
+            let r = run(&attacked(framers, 50, verdicts)).unwrap();
+            let a = r.attack;
+            // Praise reaches only Sybils this node itself saw agree (two
+            // of them on one job at the start); none is ever established.
+            assert_eq!(
+                (a.sybils_established, a.sybils_trusted),
+                (0, 0),
+                "{framers} framers: {a:?}"
+            );
+            assert_eq!(a.honest_excluded, 0, "{a:?}");
+            // Two Sybils on one job could win it: only while everyone is
+            // a newcomer, as in the control run without gossip.
+            let control = run(&attacked(framers, 50, 0)).unwrap();
+            assert!(
+                r.second_half.wrong <= control.second_half.wrong,
+                "{r:?} vs {control:?}"
+            );
+        }
     }
 
     #[test]
