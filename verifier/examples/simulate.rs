@@ -536,6 +536,25 @@ fn render_attacks(
         }
         s += &row(&cells);
     }
+    let worst = exps
+        .iter()
+        .zip(reports)
+        .filter(|(e, _)| e.runs.iter().all(|c| c.attack.verdicts_per_job > 0))
+        .map(|(_, r)| *r);
+    let excluded: u64 = worst.clone().map(|r| r.attack.honest_excluded).sum();
+    let sybils: u64 = worst
+        .clone()
+        .map(|r| r.attack.sybils_established + r.attack.sybils_trusted)
+        .sum();
+    let probation = worst
+        .clone()
+        .map(|r| r.attack.honest_on_probation)
+        .max()
+        .unwrap_or(0);
+    let second: u64 = worst.map(|r| r.second_half.wrong).sum();
+    s += &format!(
+        "\nUnder attack, {excluded} honest nodes were excluded and {sybils} Sybils were established or trusted, over all rows; {second} wrong results were accepted in any second half. Gossip can only move the scores of honest nodes this node has not established itself yet (at most {probation} of them stood on probation at the end, and were still drawn as newcomers), within 100 points per peer per hour for all publishers together. Forgeries are refused; praise reaches only Sybils this node's own jobs saw agree (two Sybils drawn for one job while everyone was a newcomer), and gossip never establishes anyone. Wrong results accepted under attack are those of the start-up phase that the control run shows too.\n"
+    );
     s
 }
 

@@ -9,7 +9,7 @@
 //! executor's own signed [`Acceptance`] of the job from this submitter. A
 //! gossiped miss counts only once the accepted deadline had passed when
 //! the verdict was decided. Verdicts with `k < 2` carry no agreement: one
-//! signature is nobody's cross-check ([`check_evidence`]).
+//! signature is nobody's cross-check (`check_evidence`).
 //!
 //! **Standing ([`Standing`]).** Trust is anchored in this node's own
 //! experience, as EigenTrust anchors in pre-trusted peers: a peer is
