@@ -21,8 +21,12 @@
 #   kill|stop|start|restart I|boot...
 #                           docker kill/stop/start/restart of containers;
 #                           a killed or stopped node comes back with `start`
-#                           (same address, data dir and identity)
-#   partition I|boot...     cut the container off the p2p network
+#                           (same address, data dir and identity; its engine
+#                           keeps running meanwhile); start and restart wait
+#                           until it sees the reachable nodes online
+#   partition I|boot...     cut the container off the p2p network (nothing
+#                           is reset: peers notice by silence, `agora nodes`
+#                           marks it offline after 2 minutes)
 #   heal I|boot...          reconnect it, with the same address
 #   down [--image]          remove every container, network, engine and
 #                           the state dir this script made (--image: also
