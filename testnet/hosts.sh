@@ -242,6 +242,7 @@ start_engine() {
     sh -c 'ip link set lo up 2>/dev/null; exec "$@"' sh \
     dockerd --config-file "$state/engine.json" --data-root "$d/root" --exec-root "$d/exec" \
     -H "unix://$sock" --pidfile "$d/dockerd.pid" --storage-driver "${HOSTS_STORAGE_DRIVER:-vfs}" \
+    --cgroup-parent "/agora-hosts-e$i" \
     --bridge none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
     </dev/null >"$d/dockerd.log" 2>&1 &
   echo $! >"$d/pid"
@@ -263,10 +264,21 @@ start_engine() {
   echo "$(readlink "/proc/$pid/ns/net") $(readlink "/proc/$pid/ns/mnt")" >"$d/ns"
 }
 
-# stop_engine DIR: stops the engine whose state is in DIR and every process
-# left in its namespaces (containerd, shims).
+# engine_cgroups DIR: the cgroup dirs holding the containers of the engine
+# whose state is in DIR (cgroup v1: one per controller; v2: one).
+engine_cgroups() {
+  local c
+  for c in /sys/fs/cgroup/*/"agora-hosts-$(basename "$1")" /sys/fs/cgroup/"agora-hosts-$(basename "$1")"; do
+    [ -d "$c" ] && echo "$c"
+  done
+  return 0
+}
+
+# stop_engine DIR: stops the engine whose state is in DIR, the processes of
+# its containers and every process left in its namespaces (containerd,
+# shims), and removes its cgroups.
 stop_engine() {
-  local d=$1 pid="" ns="" p alive
+  local d=$1 pid="" ns="" c
   [ -f "$d/pid" ] && pid=$(cat "$d/pid")
   [ -f "$d/ns" ] && ns=$(cat "$d/ns")
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "dockerd .*--data-root $d/root"; then
@@ -280,7 +292,29 @@ stop_engine() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  [ -n "$ns" ] || return 0
+  # Containers an engine that died (or was killed) left running.
+  local q
+  for c in $(engine_cgroups "$d"); do
+    while read -r q; do
+      kill -KILL "$q" 2>/dev/null || true
+    done < <(find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null)
+  done
+  if [ -n "$ns" ]; then
+    sweep_ns "$ns"
+  fi
+  for _ in $(seq 25); do
+    for c in $(engine_cgroups "$d"); do
+      find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    [ -z "$(engine_cgroups "$d")" ] && break
+    sleep 0.2
+  done
+  return 0
+}
+
+# sweep_ns "NET MNT": ends every process in these namespaces.
+sweep_ns() {
+  local ns=$1 p alive
   for _ in $(seq 50); do
     alive=0
     for p in /proc/[0-9]*; do
