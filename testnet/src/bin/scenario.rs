@@ -11,6 +11,7 @@
 // The summary is this program's output.
 #![allow(clippy::print_stdout)]
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -45,8 +46,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Progress lines carry the scenario clock (t=...s) themselves.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
         .with_target(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AGORA_SCENARIO_LOG")

@@ -70,6 +70,12 @@ pub struct Counts {
     /// Attestations the quorum outvoted (a hash other than the accepted
     /// one): lies caught.
     pub outvoted_attestations: usize,
+    /// Jobs that needed executors beyond their first n (re-dispatched
+    /// after a miss or a crash, or escalated after a disagreement).
+    pub redispatched: usize,
+    /// Executor assignments by how they ended (`answered`, `missed`,
+    /// `crashed`, `released`, `running`).
+    pub executor_states: BTreeMap<String, usize>,
 }
 
 /// Latency percentiles.
@@ -212,6 +218,12 @@ pub fn evaluate(file: &str, sc: &Scenario, out: &Outcome) -> Report {
         if let Some(o) = v.obs {
             if ran_twice(o) {
                 c.run_twice += 1;
+            }
+            if o.record.executors.len() > usize::from(o.record.n) {
+                c.redispatched += 1;
+            }
+            for e in &o.record.executors {
+                *c.executor_states.entry(e.state.clone()).or_default() += 1;
             }
             if o.record.state == JobState::Verified {
                 c.outvoted_attestations += o
@@ -743,6 +755,19 @@ impl Report {
             "      {} wrong results accepted, {} run twice, {} lying attestations outvoted",
             j.wrong_results, j.run_twice, j.outvoted_attestations
         );
+        if !j.executor_states.is_empty() {
+            let states: Vec<String> = j
+                .executor_states
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "      executors: {}; {} job(s) needed more than their first n",
+                states.join(", "),
+                j.redispatched
+            );
+        }
         if let Some(l) = &self.latency_s {
             let _ = writeln!(
                 s,
@@ -926,6 +951,8 @@ mod tests {
         assert_eq!(r.checks.len(), 8, "the 7 asked for and `steps`");
         assert_eq!(r.jobs.verified, 2);
         assert_eq!(r.jobs.outvoted_attestations, 2, "c's bad hash, twice");
+        assert_eq!(r.jobs.executor_states["answered"], 6);
+        assert_eq!(r.jobs.redispatched, 0);
         assert_eq!(r.latency_s.as_ref().unwrap().max, 2.0);
         // The kill at 10 s: job1 (submitted at 15 s) verified at 17 s.
         assert_eq!(r.steps[1].next_verified_s, Some(7.0));
@@ -1009,6 +1036,7 @@ mod tests {
         let c = check(&r, "none_lost");
         assert!(!c.pass && c.detail.contains("run twice"), "{c:?}");
         assert_eq!(r.jobs.run_twice, 1);
+        assert_eq!(r.jobs.redispatched, 1, "4 executors for n = 3");
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! container host testnet) and reads their JSON. Tests put a fake behind
 //! the trait; the binary only ever uses `HostsDriver`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use agora_node::api::types::{IdInfo, JobList, JobRecord, NodesInfo};
+use agora_node::api::types::{IdInfo, JobList, JobRecord, NodesInfo, PeersInfo};
 use serde::Deserialize;
 
 use super::parse::{Network, NodeOp, Program, Target};
@@ -74,7 +75,10 @@ pub trait Driver: Sync {
     fn jobs(&self, node: usize) -> Result<Vec<JobRecord>, DriverError>;
     /// Node `node`'s peer id.
     fn peer_id(&self, node: usize) -> Result<String, DriverError>;
-    /// The peer ids `node` lists online, itself excluded.
+    /// The peer ids `node` lists online and is connected to now, itself
+    /// excluded. Both: `agora nodes` keeps a node online for two minutes
+    /// after it last heard from it (a restarted node lists its old peers
+    /// online before it has dialled any), so it alone cannot show a rejoin.
     fn online(&self, node: usize) -> Result<Vec<String>, DriverError>;
     /// The result hash of `program` run locally with `agora exec`: the
     /// honest result every verified job of it must have.
@@ -273,10 +277,12 @@ impl Driver for HostsDriver {
 
     fn online(&self, node: usize) -> Result<Vec<String>, DriverError> {
         let nodes: NodesInfo = self.cli_json(node, &["nodes", "--json"])?;
+        let peers: PeersInfo = self.cli_json(node, &["peers", "--json"])?;
+        let connected: BTreeSet<String> = peers.peers.into_iter().map(|p| p.peer_id).collect();
         Ok(nodes
             .nodes
             .into_iter()
-            .filter(|n| n.state == "online" && !n.is_self)
+            .filter(|n| n.state == "online" && !n.is_self && connected.contains(&n.peer_id))
             .map(|n| n.peer_id)
             .collect())
     }

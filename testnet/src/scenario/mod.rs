@@ -87,7 +87,7 @@
 //! submitter's list in a final state, and no executor appears twice in a
 //! job. `all_online_within = S`: after the last start, restart or heal
 //! (or after the last step, with none), every running unpartitioned node
-//! lists every other one online within S seconds. `min_verified = X`.
+//! lists every other one online and is connected to it within S seconds. `min_verified = X`.
 //! `failed_reason_contains`: every failed job's reason contains one of
 //! these strings. `fail_within = S`: every failed job failed within S
 //! seconds of its submission.

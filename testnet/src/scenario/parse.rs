@@ -331,8 +331,8 @@ pub struct Checks {
     /// final state; no executor ran a job twice.
     pub none_lost: bool,
     /// After the last start/restart/heal (or the last step, without one),
-    /// every running node lists every other running node online within
-    /// this many seconds.
+    /// every running node lists every other running node online, and is
+    /// connected to it, within this many seconds.
     pub all_online_within: Option<f64>,
     /// At least this many jobs verified.
     pub min_verified: Option<usize>,

@@ -585,8 +585,8 @@ impl<'a> State<'a> {
                     note: format!("{} running nodes see each other", up.len()),
                 };
                 match after_line {
-                    Some(l) => info!("t={:6.1}s line {l}: every running node sees every other online after {secs:.1} s", self.now_s()),
-                    None => info!("t={:6.1}s every running node sees every other online", self.now_s()),
+                    Some(l) => info!("t={:6.1}s line {l}: every running node sees every other online and connected after {secs:.1} s", self.now_s()),
+                    None => info!("t={:6.1}s every running node sees every other online and connected", self.now_s()),
                 }
                 return m;
             }
