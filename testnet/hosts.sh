@@ -50,14 +50,23 @@
 #        peers online.
 #      HOSTS_KEEP=1: leave a network that failed to come up running.
 #      AGORA_DAEMON_ARGS: extra `agora daemon` flags for every node.
-#      CARGO_TARGET_DIR: where the release binaries are (default target/).
+#      CARGO_TARGET_DIR: where the binaries are (default target/).
+#      HOSTS_PROFILE (default release): the cargo profile whose binaries go
+#        into the image and serve as the host's CLI; `debug` reuses what
+#        `cargo test` built (CI does, to save a release build).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 state=$root/testnet/.run/hosts
 target=${CARGO_TARGET_DIR:-$root/target}
 case "$target" in /*) ;; *) target=$PWD/$target ;; esac
-bin=$target/release
+profile=${HOSTS_PROFILE:-release}
+case "$profile" in
+  release) cargo_profile=(--release) ;;
+  debug) cargo_profile=() ;;
+  *) echo "hosts.sh: HOSTS_PROFILE must be release or debug, got '$profile'" >&2; exit 2 ;;
+esac
+bin=$target/$profile
 image=agora-node:latest
 net=agora-hosts
 ctl=agora-hosts-ctl
@@ -174,8 +183,8 @@ cmd_build() {
   done
   (cd "$root" && testnet/setup.sh >/dev/null && testnet/fixtures/build.sh >/dev/null)
   if [ "$cargo" = 1 ]; then
-    say "building agora and agora-bootstrap (release)"
-    (cd "$root" && cargo build --release -q -p agora-cli -p agora-bootstrap)
+    say "building agora and agora-bootstrap ($profile)"
+    (cd "$root" && cargo build ${cargo_profile[@]+"${cargo_profile[@]}"} -q -p agora-cli -p agora-bootstrap)
   fi
   local b
   for b in agora agora-bootstrap; do
