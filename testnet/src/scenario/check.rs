@@ -116,7 +116,7 @@ pub struct StepReport {
     /// A remark (a wait that timed out).
     pub note: Option<String>,
     /// After a start, restart or heal: seconds until every running node
-    /// saw every other online.
+    /// saw every other online and connected.
     pub mesh_s: Option<f64>,
     /// Why that was not measured, if it was not.
     pub mesh_note: Option<String>,
@@ -155,6 +155,22 @@ pub struct JobRow {
     pub took_s: Option<f64>,
     /// Whether a verified result equals `agora exec`'s.
     pub correct: Option<bool>,
+    /// Who ran it.
+    pub executors: Vec<ExecutorRow>,
+}
+
+/// One executor of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutorRow {
+    /// Its node number, if it is one of the scenario's nodes.
+    pub node: Option<usize>,
+    /// Its peer id.
+    pub peer: String,
+    /// How its assignment ended (`answered`, `missed`, `crashed`,
+    /// `released`, `running`).
+    pub state: String,
+    /// `right` or `wrong` against `agora exec`'s result, once it answered.
+    pub result: Option<String>,
 }
 
 /// One submission's job, as far as known.
@@ -340,6 +356,29 @@ pub fn evaluate(file: &str, sc: &Scenario, out: &Outcome) -> Report {
                 .or_else(|| v.obs.and_then(|o| o.record.reason.clone())),
             took_s: v.took_s(),
             correct: correct(v),
+            executors: v
+                .obs
+                .map(|o| {
+                    let want = expected
+                        .get(&v.sub.program)
+                        .and_then(|e| e.result_hash.as_ref());
+                    o.record
+                        .executors
+                        .iter()
+                        .map(|e| ExecutorRow {
+                            node: out.peers.iter().position(|p| *p == e.peer_id),
+                            peer: e.peer_id.clone(),
+                            state: e.state.clone(),
+                            result: match (&e.result_hash, want) {
+                                (Some(h), Some(w)) => {
+                                    Some(if h == w { "right" } else { "wrong" }.into())
+                                }
+                                _ => None,
+                            },
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
         .collect();
 
@@ -607,7 +646,7 @@ fn check_online(mesh: Option<&Mesh>, limit: f64) -> CheckResult {
             Some(s) => (
                 s <= limit,
                 format!(
-                    "every running node saw every other online {s:.1} s {} (limit {limit} s)",
+                    "every running node saw every other online and connected {s:.1} s {} (limit {limit} s)",
                     after(m)
                 ),
             ),
@@ -720,7 +759,7 @@ impl Report {
         for st in &self.steps {
             let mut rec = Vec::new();
             if let Some(m) = st.mesh_s {
-                rec.push(format!("all online after {m:.1} s"));
+                rec.push(format!("all online and connected after {m:.1} s"));
             }
             if let Some(n) = &st.mesh_note {
                 rec.push(format!("mesh: {n}"));
@@ -773,6 +812,38 @@ impl Report {
                 s,
                 "      submission to verified: p50 {:.1} s, p95 {:.1} s, max {:.1} s",
                 l.p50, l.p95, l.max
+            );
+        }
+        let wrong: Vec<&JobRow> = self
+            .submissions
+            .iter()
+            .filter(|r| r.correct == Some(false))
+            .collect();
+        for r in wrong.iter().take(10) {
+            let ex: Vec<String> = r
+                .executors
+                .iter()
+                .map(|e| {
+                    let who = e.node.map_or_else(
+                        || e.peer.chars().rev().take(8).collect::<String>(),
+                        |n| format!("n{n}"),
+                    );
+                    match &e.result {
+                        Some(res) => format!("{who} {res}"),
+                        None => format!("{who} {}", e.state),
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "      wrong result accepted: job {} from node {}: {}",
+                r.id.as_deref()
+                    .unwrap_or("-")
+                    .chars()
+                    .take(12)
+                    .collect::<String>(),
+                r.node.map_or("-".into(), |n| n.to_string()),
+                ex.join(", ")
             );
         }
         for r in &self.failure_reasons {
@@ -935,6 +1006,7 @@ mod tests {
                 secs: Some(5.0),
                 note: String::new(),
             }),
+            peers: ["", "p1", "a", "b", "c"].map(String::from).to_vec(),
         }
     }
 
@@ -974,6 +1046,16 @@ mod tests {
         assert!(!c.pass && c.detail.contains("1 of 2"), "{c:?}");
         assert_eq!(r.jobs.wrong_results, 1);
         assert!(check(&r, "all_final").pass);
+        let row = &r.submissions[1];
+        assert_eq!(row.executors[2].node, Some(4));
+        assert_eq!(row.executors[2].result.as_deref(), Some("wrong"));
+        assert!(
+            r.summary().contains(
+                "wrong result accepted: job job1 from node 1: n2 right, n3 right, n4 wrong"
+            ),
+            "{}",
+            r.summary()
+        );
     }
 
     #[test]

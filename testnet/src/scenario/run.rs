@@ -66,6 +66,8 @@ pub struct Outcome {
     /// The measurement `all_online_within` judges: after the last start,
     /// restart or heal, or after the last step without one.
     pub mesh: Option<Mesh>,
+    /// Node i's peer id at index i (index 0, the bootstrap: empty).
+    pub peers: Vec<String>,
 }
 
 /// One step as it ran.
@@ -209,6 +211,7 @@ pub fn run(sc: &Scenario, driver: &dyn Driver, opts: &RunOptions) -> Result<Outc
         jobs,
         expected,
         mesh,
+        peers: state.peers.clone(),
     })
 }
 
