@@ -39,7 +39,8 @@ profile=${HOSTS_PROFILE:-release}
 flags=()
 [ "$profile" = release ] && flags=(--release)
 echo "== building ($profile)" >&2
-cargo build ${flags[@]+"${flags[@]}"} -q -p agora-cli -p agora-bootstrap -p agora-testnet --bin agora-scenario
+cargo build ${flags[@]+"${flags[@]}"} -q -p agora-cli -p agora-bootstrap
+cargo build ${flags[@]+"${flags[@]}"} -q -p agora-testnet --bin agora-scenario
 HOSTS_PROFILE=$profile testnet/hosts.sh build --no-cargo >&2
 target=${CARGO_TARGET_DIR:-target}
 

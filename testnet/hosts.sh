@@ -24,10 +24,13 @@
 #                           (same address, data dir and identity; its engine
 #                           keeps running meanwhile); start and restart wait
 #                           until it sees the reachable nodes online
-#   partition I|boot...     cut the container off the p2p network (nothing
-#                           is reset: peers notice by silence, `agora nodes`
-#                           marks it offline after 2 minutes)
-#   heal I|boot...          reconnect it, with the same address
+#   partition I|boot...     cut these containers off the others (packet
+#                           filters in their network namespaces; they still
+#                           reach each other, so `partition 6 7 8` of 8
+#                           splits 5|3; later calls join the same side).
+#                           Nothing is reset: peers notice by silence,
+#                           `agora nodes` marks them offline after 2 minutes
+#   heal I|boot...          lift the cut for these containers
 #   down [--image]          remove every container, network, engine and
 #                           the state dir this script made (--image: also
 #                           the agora-node image); safe to repeat
@@ -113,10 +116,37 @@ check_target() { [ "$1" = boot ] || check_node "$1"; }
 # agora_at I ARGS...: the host's CLI against node I.
 agora_at() { env -u AGORA_API -u AGORA_DATA_DIR "$bin/agora" --data-dir "$(node_dir "$1")" "${@:2}"; }
 
-# on_p2p NAME: whether the container is attached to the p2p network.
-on_p2p() {
-  docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$1" 2>/dev/null |
-    tr ' ' '\n' | grep -qx "$net"
+# The cut-off side of a partition: the targets listed in $state/cut (one
+# per line). Each of them drops, inside its own network namespace, every
+# p2p packet to or from a container on the other side, so the cut-off
+# nodes still reach each other: `partition 6 7 8` splits 8 nodes 5|3.
+cut_file() { echo "$state/cut"; }
+is_cut() { grep -qx "$1" "$(cut_file)" 2>/dev/null; }
+
+# p2p_ip I|boot: the container's address on the p2p network.
+p2p_ip() { if [ "$1" = boot ]; then echo "$boot_ip"; else node_ip "$1"; fi; }
+
+# apply_cut I|boot: (re)writes the container's AGORA-CUT chain: drop
+# everything to or from the other side when I is cut off, nothing else.
+apply_cut() {
+  local t=$1 pid j
+  pid=$(docker inspect -f '{{.State.Pid}}' "$(cname "$t")" 2>/dev/null) || return 0
+  [ "${pid:-0}" -gt 0 ] || return 0
+  local ipt=(nsenter -t "$pid" -n iptables -w)
+  "${ipt[@]}" -N AGORA-CUT 2>/dev/null || "${ipt[@]}" -F AGORA-CUT
+  "${ipt[@]}" -C INPUT -j AGORA-CUT 2>/dev/null || "${ipt[@]}" -I INPUT -j AGORA-CUT
+  "${ipt[@]}" -C OUTPUT -j AGORA-CUT 2>/dev/null || "${ipt[@]}" -I OUTPUT -j AGORA-CUT
+  is_cut "$t" || return 0
+  for j in boot $(seq 1 "$(nodes_up)"); do
+    is_cut "$j" && continue
+    "${ipt[@]}" -A AGORA-CUT -s "$(p2p_ip "$j")" -j DROP
+    "${ipt[@]}" -A AGORA-CUT -d "$(p2p_ip "$j")" -j DROP
+  done
+}
+
+# same_side A B: both cut off, or neither.
+same_side() {
+  if is_cut "$1"; then is_cut "$2"; elif is_cut "$2"; then return 1; fi
 }
 
 running() { [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
@@ -128,12 +158,13 @@ online_count() {
     2>/dev/null || echo 0
 }
 
-# reachable_others I: the other nodes that are running and on the p2p network.
+# reachable_others I: the other nodes that are running and on I's side of
+# any partition.
 reachable_others() {
   local i=$1 j c=0
   for j in $(seq 1 "$(nodes_up)"); do
     [ "$j" = "$i" ] && continue
-    running "$(cname "$j")" && on_p2p "$(cname "$j")" && c=$((c + 1))
+    running "$(cname "$j")" && same_side "$i" "$j" && c=$((c + 1))
   done
   echo "$c"
 }
@@ -537,10 +568,8 @@ cmd_status() {
   for i in boot $(seq 1 "$n"); do
     name=$(cname "$i")
     st=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || echo missing)
-    where=partitioned
-    if on_p2p "$name"; then
-      if [ "$i" = boot ]; then where=$boot_ip; else where=$(node_ip "$i"); fi
-    fi
+    where=$(p2p_ip "$i")
+    is_cut "$i" && where="$where(cut)"
     if [ "$i" = boot ]; then
       printf '%-5s %-9s %-13s\n' boot "$st" "$where"
       continue
@@ -589,46 +618,43 @@ cmd_container() {
       stop) docker stop -t 20 "$name" >/dev/null && echo "stopped $name" ;;
       start | restart)
         if [ "$op" = start ]; then docker start "$name" >/dev/null; else docker restart -t 20 "$name" >/dev/null; fi
+        # A new network namespace: a cut-off node stays cut off.
+        is_cut "$t" && apply_cut "$t"
         echo "${op}ed $name"
         if [ "$t" != boot ]; then
           wait_api "$t" || exit 1
-          if on_p2p "$name"; then
-            local want
-            want=$(reachable_others "$t")
-            wait_online "$t" "$want" || exit 1
-            echo "node $t is back: sees $want other nodes online"
-          fi
+          local want
+          want=$(reachable_others "$t")
+          wait_online "$t" "$want" || exit 1
+          echo "node $t is back: sees $want other nodes online"
         fi ;;
     esac
   done
 }
 
 cmd_partition() {
-  local t name
+  local t j
   [ $# -gt 0 ] || die "partition: which nodes? (numbers, or boot)"
   for t in "$@"; do check_target "$t"; done
   for t in "$@"; do
-    name=$(cname "$t")
-    if on_p2p "$name"; then
-      docker network disconnect "$net" "$name"
-      echo "partitioned $name: off $net (its API stays reachable on $ctl)"
-    else
-      echo "$name is already partitioned"
-    fi
+    if is_cut "$t"; then echo "$(cname "$t") is already cut off"; else echo "$t" >>"$(cut_file)"; fi
   done
+  # Every cut-off node's rules name the other side, which just changed.
+  for j in boot $(seq 1 "$(nodes_up)"); do is_cut "$j" && apply_cut "$j"; done
+  echo "cut off: $(tr '\n' ' ' <"$(cut_file)")(they reach each other, not the rest; APIs stay reachable on $ctl)"
 }
 
 cmd_heal() {
-  local t name ip
+  local t j
   [ $# -gt 0 ] || die "heal: which nodes? (numbers, or boot)"
   for t in "$@"; do check_target "$t"; done
   for t in "$@"; do
-    name=$(cname "$t")
-    if on_p2p "$name"; then echo "$name is not partitioned"; continue; fi
-    if [ "$t" = boot ]; then ip=$boot_ip; else ip=$(node_ip "$t"); fi
-    docker network connect --ip "$ip" "$net" "$name"
-    echo "healed $name: back on $net at $ip"
+    if ! is_cut "$t"; then echo "$(cname "$t") is not cut off"; continue; fi
+    grep -vx "$t" "$(cut_file)" >"$(cut_file).new" || true
+    mv "$(cut_file).new" "$(cut_file)"
+    echo "healed $(cname "$t")"
   done
+  for j in boot $(seq 1 "$(nodes_up)"); do apply_cut "$j"; done
   for t in "$@"; do
     [ "$t" = boot ] && continue
     running "$(cname "$t")" || continue
