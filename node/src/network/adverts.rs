@@ -331,12 +331,20 @@ impl AdvertLoop {
             };
             let now = unix_now_ms();
             let mut book = lock_book(&book);
-            let recorded = check_advert(&signed.encode(), Some(peer), &book, now, 0)
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    book.record(c.signer, c.advert, c.signed, now)
-                        .map_err(|e| e.to_string())
-                });
+            let recorded = match check_advert(&signed.encode(), Some(peer), &book, now, 0) {
+                Ok(c) => book
+                    .record(c.signer, c.advert, c.signed, now)
+                    .map_err(|e| e.to_string()),
+                // The advert this node already holds, signed by the peer
+                // and sent over the peer's own connection: it is alive.
+                Err(AdvertError::Replay(PeerBookError::Replay { got, last, .. }))
+                    if got == last && signed.verify().is_ok_and(|v| v.signer == peer) =>
+                {
+                    book.heard_again(&peer, now);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            };
             if let Err(e) = recorded {
                 debug!(%peer, error = %e, "advert asked for not recorded");
             }
@@ -383,6 +391,13 @@ pub async fn run_advert_loop(
         latest: None,
         announced: false,
     };
+    // Connections made before this task subscribed (the daemon starts the
+    // network first, and a restarted node redials its peers at once)
+    // raised no event here: ask those peers too.
+    match state.handle.connected_peers().await {
+        Ok(peers) => peers.into_iter().for_each(|p| state.ask_advert(p)),
+        Err(e) => debug!(error = %e, "cannot list connected peers"),
+    }
     loop {
         tokio::select! {
             biased;

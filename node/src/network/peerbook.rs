@@ -142,6 +142,20 @@ impl PeerBook {
         self.insert(peer, advert, signed, now_ms, true)
     }
 
+    /// Notes that `peer` answered this node directly at `now_ms` with the
+    /// advert already recorded (it published none since): online again,
+    /// as a new advert would make it. Returns whether `peer` has a record.
+    pub fn heard_again(&mut self, peer: &PeerId, now_ms: u64) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(r) => {
+                r.heard = true;
+                r.last_seen_ms = r.last_seen_ms.max(now_ms);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Puts back a verified advert saved by an earlier run, last heard
     /// from at `last_seen_ms`: the node is known, not online, until an
     /// advert from it is [`recorded`](Self::record) again.
@@ -398,6 +412,15 @@ mod tests {
         assert_eq!(book.rejoin_candidates(5).len(), 1);
         // A restored record still refuses older adverts.
         assert!(rec(&mut book, &b, 1, t + 2).is_err());
+        // A peer that answers with the advert already recorded is heard
+        // from all the same; an unknown one is not made up.
+        assert!(book.heard_again(&b.peer_id(), t + 3));
+        assert_eq!(book.state(&b.peer_id(), t + 3), Some(PeerState::Online));
+        assert!(!book.heard_again(&NodeKey::from_secret([1; 32]).peer_id(), t));
+        assert_eq!(
+            book.state(&NodeKey::from_secret([1; 32]).peer_id(), t),
+            None
+        );
     }
 
     #[test]
