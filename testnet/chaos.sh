@@ -65,9 +65,9 @@ done
 
 doc=${CHAOS_DOC-docs/chaos.md}
 if [ -n "$doc" ]; then
-  python3 - "$work" "$doc" "$(machine_line)" "${files[@]}" <<'PY'
+  python3 - "$work" "$(machine_line)" "${files[@]}" <<'PY'
 import datetime, json, os, sys
-work, doc, machine, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+work, machine, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 lines = [
     "## Results",
     "",
@@ -107,18 +107,9 @@ for f in files:
     )
     out = open(os.path.join(work, name + ".out")).read().rstrip("\n")
     details += ["", f"### {name}", "", "```text", out, "```"]
-body = "\n".join(lines + details)
-start, end = "<!-- chaos:results:start -->", "<!-- chaos:results:end -->"
-text = open(doc).read()
-block = f"{start}\n{body}\n{end}"
-if start in text and end in text:
-    pre, rest = text.split(start, 1)
-    _, post = rest.split(end, 1)
-    text = pre + block + post
-else:
-    text = text.rstrip("\n") + "\n\n" + block + "\n"
-open(doc, "w").write(text)
+open(os.path.join(work, "results.md"), "w").write("\n".join(lines + details) + "\n")
 PY
+  BENCH_DOC=$doc replace_section chaos-results "$work/results.md"
   echo "== rewrote the results in $doc" >&2
 fi
 exit "$failed"
