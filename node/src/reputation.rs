@@ -354,6 +354,9 @@ mod tests {
             NodeKey::generate(),
             NodeKey::generate(),
         );
+        // A stranger whose agreement gives the good verdicts' hash a lead
+        // of k over c's dissent; it is credited nothing.
+        let d = NodeKey::generate();
         let mut book = ReputationBook::new(ReputationConfig::default());
         // The operator vouches for the submitter; a and b are known here.
         book.set_trusted([submitter.peer_id()]);
@@ -368,7 +371,7 @@ mod tests {
                 == start.records().map(|(p, r)| (*p, *r)).collect::<Vec<_>>()
         };
 
-        // Fewer than k attestations back the accepted hash: c is framed.
+        // The accepted hash does not lead by k: c is framed.
         let thin = verdict(
             &submitter,
             0,
@@ -414,6 +417,7 @@ mod tests {
                 vec![
                     attest(&a, j, b"ok"),
                     attest(&b, j, b"ok"),
+                    attest(&d, j, b"ok"),
                     attest(&c, j, b"bad"),
                 ]
             },
@@ -424,7 +428,7 @@ mod tests {
         tampered[last] ^= 1;
 
         for (what, data) in [
-            ("fewer than k", submitter.sign(&thin).encode()),
+            ("a lead under k", submitter.sign(&thin).encode()),
             (
                 "attestation by someone else",
                 submitter.sign(&by_other).encode(),
@@ -462,6 +466,7 @@ mod tests {
                 vec![
                     attest(&a, j, b"x"),
                     attest(&b, j, b"x"),
+                    attest(&d, j, b"x"),
                     attest(&c, j, b"y"),
                 ]
             },

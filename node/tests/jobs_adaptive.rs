@@ -92,8 +92,9 @@ async fn a_trusted_executor_runs_alone_and_its_verdict_is_not_evidence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spot_checks_count_the_checked_answer_and_catch_a_sleeper() {
     // Node 3 answers its first two jobs honestly, then lies on every job.
+    // Four executors: when it lies, the job's dispute goes to the fourth.
     const SLEEPER: usize = 3;
-    let net = Net::start_with(4, false, |i, cfg| {
+    let net = Net::start_with(5, false, |i, cfg| {
         cfg.testnet = true;
         // Every job of a trusted executor is spot-checked.
         cfg.adaptive = AdaptivePolicy::new(2, 1000).unwrap();

@@ -39,7 +39,9 @@ pub const TOPIC_ADVERTS: &str = "agora/adverts/1";
 /// Gossipsub topic for job offers.
 pub const TOPIC_JOBS: &str = "agora/jobs/1";
 /// Gossipsub topic for verdicts (version 2: verdicts carry the signed spec
-/// and the acceptances behind every miss).
-pub const TOPIC_VERDICTS: &str = "agora/verdicts/2";
+/// and the acceptances behind every miss; version 3: a verified verdict's
+/// hash leads every other attested hash by k, so a version-2 verdict in
+/// which k outvoted a dissent would be refused as a forgery).
+pub const TOPIC_VERDICTS: &str = "agora/verdicts/3";
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: &str = "/agora/kad/1.0.0";

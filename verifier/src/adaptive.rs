@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_failed_spot_check_makes_the_executor_untrusted() {
-        let ks: Vec<NodeKey> = (1..=3).map(key).collect();
+        let ks: Vec<NodeKey> = (1..=4).map(key).collect();
         let liar = ks[0].peer_id();
         let policy = AdaptivePolicy::new(10, 1000).unwrap();
         let mut book = trusted_book(liar, 12);
@@ -292,12 +292,20 @@ mod tests {
         let me = key(9);
         let spec = me.sign(&agora_protocol::JobSpec::wasm(ContentId::of(b"module")));
         let job = spec.id();
-        let mut q = Quorum::new(job, plan.n, plan.k, plan.n).unwrap();
-        for k in &ks {
+        let mut q = Quorum::new(job, plan.n, plan.k, 2 * plan.n).unwrap();
+        for k in &ks[..3] {
             q.assign(k.peer_id()).unwrap();
         }
-        // The checked executor's answer goes in first.
-        for (k, answer) in ks.iter().zip(["lie", "truth", "truth"]) {
+        // The checked executor's answer goes in first; its lie puts the
+        // truth one short of a lead of k, so one more executor is drawn.
+        for (i, (k, answer)) in ks
+            .iter()
+            .zip(["lie", "truth", "truth", "truth"])
+            .enumerate()
+        {
+            if i == 3 {
+                q.assign(k.peer_id()).unwrap();
+            }
             q.attest(&k.sign(&Attestation {
                 job,
                 result_hash: ContentId::of(answer.as_bytes()),

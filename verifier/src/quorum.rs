@@ -2,12 +2,19 @@
 //! attestations and failure reports come in, and after every event the
 //! quorum says what the submitter should do next ([`Decision`]).
 //!
+//! **Rule:** a hash is accepted when it *leads* every other hash by at
+//! least k attestations and no answer still outstanding could change that:
+//! the lead is at least k plus the executors still running. With no
+//! disagreement this is "k of n agree", as soon as the rest could not
+//! outvote them; a disputed job escalates until one answer leads by k. So
+//! colluders who happen to fill k of a job's n places do not win by
+//! answering first: they must outnumber the honest answers by k, and every
+//! honest executor drawn pushes that further away.
+//!
 //! **Invariant:** once a decision other than `Pending`/`NeedMore` is made
-//! it never changes, and every later attestation is refused. Because the
-//! decision is taken the moment one hash reaches k, and each accepted
-//! attestation adds one vote for one hash from one distinct assigned
-//! executor, at most one hash ever reaches k — even when escalation assigns
-//! more than n executors.
+//! it never changes, and every later attestation is refused. Only the
+//! leading hash can lead by k, so at most one hash is ever accepted, even
+//! when escalation assigns more than n executors.
 
 use std::collections::BTreeMap;
 
@@ -99,8 +106,8 @@ pub enum QuorumError {
 pub enum MoreReason {
     /// Executors missed their deadline or crashed: replace them.
     Replace,
-    /// The answers disagree and the leading hash cannot reach k with the
-    /// executors still running: escalate.
+    /// The answers disagree and the leading hash cannot lead by k with
+    /// the executors still running: escalate.
     Escalate,
 }
 
@@ -131,7 +138,8 @@ pub enum Decision {
         /// Replacement or escalation.
         why: MoreReason,
     },
-    /// k executors agreed on `hash`.
+    /// `hash` leads every other answer by k, whatever the executors still
+    /// running would answer.
     Verified {
         /// The accepted result hash.
         hash: ContentId,
@@ -332,9 +340,9 @@ impl Quorum {
         }
     }
 
-    /// Reports that the job's overall deadline passed: whatever has not
-    /// reached k by now fails with [`Failure::Timeout`], and executors still
-    /// running are counted as missed.
+    /// Reports that the job's overall deadline passed: executors still
+    /// running are counted as missed, and unless the answers in hand
+    /// already lead by k the job fails with [`Failure::Timeout`].
     pub fn job_deadline_passed(&mut self) -> Result<Decision, QuorumError> {
         if self.decided.is_some() {
             return Err(QuorumError::Decided);
@@ -344,7 +352,10 @@ impl Quorum {
                 *slot = Slot::Ended(Ended::Missed);
             }
         }
-        let d = Decision::Failed(Failure::Timeout);
+        let d = match self.evaluate() {
+            d @ Decision::Verified { .. } => d,
+            _ => Decision::Failed(Failure::Timeout),
+        };
         self.decided = Some(d.clone());
         Ok(d)
     }
@@ -375,44 +386,41 @@ impl Quorum {
         d
     }
 
-    /// Votes per hash, most first, ties broken by hash so output is stable.
-    fn tally(&self) -> Vec<(ContentId, u32)> {
-        let mut counts: BTreeMap<ContentId, u32> = BTreeMap::new();
-        for (_, h, _) in &self.accepted {
-            *counts.entry(*h).or_default() += 1;
-        }
-        let mut v: Vec<(ContentId, u32)> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v
+    /// Accepted attestations per hash, most first, ties broken by hash so
+    /// output is stable.
+    pub fn tally(&self) -> Vec<(ContentId, u32)> {
+        tally(self.accepted.iter().map(|(_, h, _)| *h))
     }
 
     /// The decision the current state calls for; pure.
     fn evaluate(&self) -> Decision {
         let tally = self.tally();
         let k = u32::from(self.k);
-        if let Some(&(hash, count)) = tally.first() {
-            if count >= k {
+        let lead = lead(&tally);
+        let running = self.count(|s| *s == Slot::Running);
+        if let Some(&(hash, _)) = tally.first() {
+            // Even if every running executor backed the runner-up, the
+            // leader would still lead by k.
+            if lead >= k + running {
                 return self.verified(hash);
             }
         }
-        let best = tally.first().map_or(0, |&(_, c)| c);
-        let running = self.count(|s| *s == Slot::Running);
         let answered = self.accepted.len() as u32;
         let room = u32::from(self.cap).saturating_sub(self.order.len() as u32);
-        if best + running + room < k {
+        if lead + running + room < k {
             // Even if every running and every still-assignable executor
-            // agreed with the leading hash, it could not reach k.
+            // backed the leading hash, it could not lead by k.
             return Decision::Failed(if tally.len() >= 2 {
                 Failure::NoConsensus { hashes: tally }
             } else {
                 Failure::Timeout
             });
         }
-        // Escalate by the fewest executors that could still lift the
-        // leading hash to k; replace misses and crashes so n stay in play
-        // (answered or running), which keeps latency down when the
+        // Escalate by the fewest executors that could still give the
+        // leading hash a lead of k; replace misses and crashes so n stay in
+        // play (answered or running), which keeps latency down when the
         // remaining executors then disagree. Ask for whichever is larger.
-        let escalate = k.saturating_sub(best + running);
+        let escalate = k.saturating_sub(lead + running);
         let replace = u32::from(self.n).saturating_sub(running + answered);
         let (want, why) = if escalate > replace {
             (escalate, MoreReason::Escalate)
@@ -487,6 +495,25 @@ impl Quorum {
             decided_at_ms,
         })
     }
+}
+
+/// Votes per hash, most first, ties broken by hash so output is stable.
+pub fn tally(hashes: impl IntoIterator<Item = ContentId>) -> Vec<(ContentId, u32)> {
+    let mut counts: BTreeMap<ContentId, u32> = BTreeMap::new();
+    for h in hashes {
+        *counts.entry(h).or_default() += 1;
+    }
+    let mut v: Vec<(ContentId, u32)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// By how many votes the first hash of a [`tally`] leads the second (its
+/// own count when it is alone; 0 for no votes or a tie).
+pub fn lead(tally: &[(ContentId, u32)]) -> u32 {
+    let first = tally.first().map_or(0, |&(_, c)| c);
+    let second = tally.get(1).map_or(0, |&(_, c)| c);
+    first - second
 }
 
 #[cfg(test)]
@@ -597,32 +624,93 @@ mod tests {
     }
 
     #[test]
-    fn two_of_three_agree_and_the_liar_is_named() {
-        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
-        let mut q = quorum(3, 2, 3, &keys);
+    fn a_disputed_job_escalates_until_one_answer_leads_by_k() {
+        let keys: Vec<NodeKey> = (1..=4).map(key).collect();
+        let mut q = quorum(3, 2, 6, &keys[..3]);
         assert_eq!(
             q.attest(&att(&keys[0], job(), h("good"))).unwrap(),
             Decision::Pending
         );
+        // After a dissent the third can at best make the lead 1: one more
+        // executor is drawn at once, before the third answers.
         assert_eq!(
             q.attest(&att(&keys[1], job(), h("bad"))).unwrap(),
+            Decision::NeedMore {
+                how_many: 1,
+                why: MoreReason::Escalate
+            }
+        );
+        assert_eq!(q.assign(keys[3].peer_id()).unwrap(), Decision::Pending);
+        assert_eq!(
+            q.attest(&att(&keys[2], job(), h("good"))).unwrap(),
             Decision::Pending
         );
-        let d = q.attest(&att(&keys[2], job(), h("good"))).unwrap();
+        let d = q.attest(&att(&keys[3], job(), h("good"))).unwrap();
         assert_eq!(
             d,
             Decision::Verified {
                 hash: h("good"),
-                agreeing: vec![keys[0].peer_id(), keys[2].peer_id()],
+                agreeing: vec![keys[0].peer_id(), keys[2].peer_id(), keys[3].peer_id()],
                 disagreeing: vec![(keys[1].peer_id(), h("bad"))],
             }
         );
         let v = verdict_of(&q, &keys, 77).unwrap();
         assert_eq!(v.outcome, VerdictOutcome::Verified);
         assert_eq!(v.accepted, Some(h("good")));
-        assert_eq!(v.attestations.len(), 3);
+        assert_eq!(v.attestations.len(), 4);
         assert!(v.missed.is_empty());
         assert_eq!(v.decided_at_ms, 77);
+    }
+
+    #[test]
+    fn colluders_who_answer_first_do_not_win() {
+        // Two colluders fill two of three places and answer first: the
+        // honest third is still running and could dispute, so nothing is
+        // decided; after it does, honest executors are added until the
+        // truth leads by k.
+        let keys: Vec<NodeKey> = (1..=6).map(key).collect();
+        let mut q = quorum(3, 2, 6, &keys[..3]);
+        q.attest(&att(&keys[0], job(), h("lie"))).unwrap();
+        assert_eq!(
+            q.attest(&att(&keys[1], job(), h("lie"))).unwrap(),
+            Decision::Pending
+        );
+        assert_eq!(
+            q.attest(&att(&keys[2], job(), h("truth"))).unwrap(),
+            Decision::NeedMore {
+                how_many: 1,
+                why: MoreReason::Escalate
+            }
+        );
+        q.assign(keys[3].peer_id()).unwrap();
+        assert_eq!(
+            q.attest(&att(&keys[3], job(), h("truth"))).unwrap(),
+            Decision::NeedMore {
+                how_many: 2,
+                why: MoreReason::Escalate
+            }
+        );
+        q.assign(keys[4].peer_id()).unwrap();
+        q.assign(keys[5].peer_id()).unwrap();
+        assert_eq!(
+            q.attest(&att(&keys[4], job(), h("truth"))).unwrap(),
+            Decision::Pending
+        );
+        let d = q.attest(&att(&keys[5], job(), h("truth"))).unwrap();
+        assert!(matches!(d, Decision::Verified { hash, .. } if hash == h("truth")));
+        // With one place fewer the lie could not be outvoted: the job fails
+        // rather than accept either answer.
+        let mut q = quorum(3, 2, 5, &keys[..3]);
+        for (i, x) in ["lie", "lie", "truth"].iter().enumerate() {
+            q.attest(&att(&keys[i], job(), h(x))).unwrap();
+        }
+        q.assign(keys[3].peer_id()).unwrap();
+        assert_eq!(
+            q.attest(&att(&keys[3], job(), h("truth"))).unwrap(),
+            Decision::Failed(Failure::NoConsensus {
+                hashes: vec![(h("truth"), 2), (h("lie"), 2)]
+            })
+        );
     }
 
     #[test]
@@ -679,18 +767,22 @@ mod tests {
 
     #[test]
     fn decided_stays_decided() {
-        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
-        let mut q = quorum(3, 2, 3, &keys);
-        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
-        let d = q.attest(&att(&keys[1], job(), h("a"))).unwrap();
+        // 3-of-5: four agree, so the fifth could not undo it.
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut q = quorum(5, 3, 5, &keys);
+        for (i, k) in keys.iter().enumerate().take(3) {
+            let d = q.attest(&att(k, job(), h("a"))).unwrap();
+            assert_eq!(d, Decision::Pending, "after {i}");
+        }
+        let d = q.attest(&att(&keys[3], job(), h("a"))).unwrap();
         assert!(d.is_final());
         assert_eq!(
-            dbg(q.attest(&att(&keys[2], job(), h("b")))),
-            dbg(Err::<Decision, _>(QuorumError::Late(keys[2].peer_id())))
+            dbg(q.attest(&att(&keys[4], job(), h("b")))),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[4].peer_id())))
         );
         assert_eq!(
-            dbg(q.missed(keys[2].peer_id())),
-            dbg(Err::<Decision, _>(QuorumError::Late(keys[2].peer_id())))
+            dbg(q.missed(keys[4].peer_id())),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[4].peer_id())))
         );
         assert_eq!(
             dbg(q.cancel()),
@@ -701,10 +793,28 @@ mod tests {
             dbg(Err::<Decision, _>(QuorumError::Decided))
         );
         assert_eq!(
-            dbg(q.assign(key(4).peer_id())),
+            dbg(q.assign(key(6).peer_id())),
             dbg(Err::<Decision, _>(QuorumError::Decided))
         );
         assert_eq!(q.decision(), d);
+    }
+
+    #[test]
+    fn k_agreeing_wait_for_an_executor_that_could_dispute() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut q = quorum(3, 2, 6, &keys);
+        q.attest(&att(&keys[0], job(), h("a"))).unwrap();
+        assert_eq!(
+            q.attest(&att(&keys[1], job(), h("a"))).unwrap(),
+            Decision::Pending
+        );
+        // The third ends without an answer: nobody disputes.
+        let d = q.missed(keys[2].peer_id()).unwrap();
+        assert!(matches!(d, Decision::Verified { hash, .. } if hash == h("a")));
+        assert_eq!(
+            missed(&verdict_of(&q, &keys, 1).unwrap()),
+            vec![keys[2].peer_id()]
+        );
     }
 
     #[test]
@@ -768,40 +878,47 @@ mod tests {
         assert_eq!(
             q.attest(&att(&keys[2], job(), h("c"))).unwrap(),
             Decision::NeedMore {
-                how_many: 1,
+                how_many: 2,
                 why: MoreReason::Escalate
             }
         );
-        assert_eq!(q.assign(keys[3].peer_id()).unwrap(), Decision::Pending);
-        assert_eq!(
-            q.attest(&att(&keys[3], job(), h("d"))).unwrap(),
-            Decision::NeedMore {
-                how_many: 1,
-                why: MoreReason::Escalate
-            }
-        );
-        q.assign(keys[4].peer_id()).unwrap();
-        let d = q.attest(&att(&keys[4], job(), h("e"))).unwrap();
+        q.assign(keys[3].peer_id()).unwrap();
+        assert_eq!(q.assign(keys[4].peer_id()).unwrap(), Decision::Pending);
+        // "d" leaves no hash ahead, and one running executor cannot give
+        // any a lead of 2.
+        let d = q.attest(&att(&keys[3], job(), h("d"))).unwrap();
         let Decision::Failed(Failure::NoConsensus { hashes }) = d else {
             panic!("expected NoConsensus, got {d:?}");
         };
-        assert_eq!(hashes.len(), 5);
+        assert_eq!(hashes.len(), 4);
         assert!(hashes.iter().all(|&(_, c)| c == 1));
         assert_eq!(
             verdict_of(&q, &keys, 1).unwrap().outcome,
             VerdictOutcome::NoConsensus
         );
+        assert_eq!(
+            dbg(q.attest(&att(&keys[4], job(), h("a")))),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[4].peer_id())))
+        );
     }
 
     #[test]
     fn escalation_can_verify() {
-        let keys: Vec<NodeKey> = (1..=4).map(key).collect();
-        let mut q = quorum(3, 2, 4, &keys[..3]);
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut q = quorum(3, 2, 6, &keys[..3]);
         q.attest(&att(&keys[0], job(), h("a"))).unwrap();
         q.attest(&att(&keys[1], job(), h("b"))).unwrap();
-        q.crashed(keys[2].peer_id()).unwrap();
+        assert_eq!(
+            q.crashed(keys[2].peer_id()).unwrap(),
+            Decision::NeedMore {
+                how_many: 2,
+                why: MoreReason::Escalate
+            }
+        );
         q.assign(keys[3].peer_id()).unwrap();
-        let d = q.attest(&att(&keys[3], job(), h("b"))).unwrap();
+        q.assign(keys[4].peer_id()).unwrap();
+        q.attest(&att(&keys[3], job(), h("b"))).unwrap();
+        let d = q.attest(&att(&keys[4], job(), h("b"))).unwrap();
         assert!(matches!(d, Decision::Verified { hash, .. } if hash == h("b")));
         assert_eq!(
             missed(&verdict_of(&q, &keys, 1).unwrap()),
@@ -810,25 +927,27 @@ mod tests {
     }
 
     #[test]
-    fn fails_as_soon_as_k_is_out_of_reach() {
-        // 5-of-7 with cap 7: after "a a b b b c" the best hash has 3 votes
-        // and one executor is left, so 5 is out of reach before it answers.
-        let keys: Vec<NodeKey> = (1..=7).map(key).collect();
-        let mut q = quorum(7, 5, 7, &keys);
-        for (i, x) in ["a", "a", "b", "b", "b"].iter().enumerate() {
+    fn fails_as_soon_as_a_lead_of_k_is_out_of_reach() {
+        // 3-of-5 with cap 5: after "a a b b" no hash leads and one
+        // executor is left, so a lead of 3 is out of reach before it
+        // answers.
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut q = quorum(5, 3, 5, &keys);
+        for (i, x) in ["a", "a", "b"].iter().enumerate() {
             let d = q.attest(&att(&keys[i], job(), h(x))).unwrap();
             assert_eq!(d, Decision::Pending, "after {i}");
         }
-        let d = q.attest(&att(&keys[5], job(), h("c"))).unwrap();
+        let d = q.attest(&att(&keys[3], job(), h("b"))).unwrap();
         assert_eq!(
             d,
             Decision::Failed(Failure::NoConsensus {
-                hashes: vec![(h("b"), 3), (h("a"), 2), (h("c"), 1)]
+                // Ties are ordered by hash.
+                hashes: vec![(h("b"), 2), (h("a"), 2)]
             })
         );
         assert_eq!(
-            dbg(q.attest(&att(&keys[6], job(), h("b")))),
-            dbg(Err::<Decision, _>(QuorumError::Late(keys[6].peer_id())))
+            dbg(q.attest(&att(&keys[4], job(), h("b")))),
+            dbg(Err::<Decision, _>(QuorumError::Late(keys[4].peer_id())))
         );
     }
 
@@ -852,6 +971,20 @@ mod tests {
         let v = verdict_of(&q, &keys, 9).unwrap();
         assert_eq!(missed(&v), vec![keys[1].peer_id(), keys[2].peer_id()]);
         assert!(q.running().is_empty());
+
+        // 3-of-5: three agree while two still run; at the deadline those
+        // two are missed and the three lead by k.
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut q = quorum(5, 3, 5, &keys);
+        for k in &keys[..3] {
+            assert_eq!(q.attest(&att(k, job(), h("a"))).unwrap(), Decision::Pending);
+        }
+        let d = q.job_deadline_passed().unwrap();
+        assert!(matches!(d, Decision::Verified { hash, .. } if hash == h("a")));
+        assert_eq!(
+            missed(&verdict_of(&q, &keys, 9).unwrap()),
+            vec![keys[3].peer_id(), keys[4].peer_id()]
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ use agora_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::quorum;
+
 /// The numbers of the reputation model. The defaults are the reference
 /// design's: start 100, +5 agree, -10 disagree, -20 missed, scores in
 /// `[0, 1000]`, excluded below 50; and agora's gossip rules: 3 own
@@ -341,18 +343,19 @@ pub enum VerdictError {
     /// Outcome failed but an accepted hash is named.
     #[error("failed verdict names accepted hash {0}")]
     UnexpectedAccepted(ContentId),
-    /// Fewer than k distinct executors attested the accepted hash.
-    #[error("accepted hash {hash} is backed by {have} attestations, {need} needed")]
+    /// The accepted hash does not lead every other answer by k
+    /// attestations (see [`crate::quorum`]).
+    #[error("accepted hash {hash} leads the other answers by {have} attestations, {need} needed")]
     NotEnoughSupport {
         /// The accepted hash.
         hash: ContentId,
-        /// Attestations backing it.
+        /// Its lead (0 when it is not the most attested).
         have: usize,
         /// k.
         need: u8,
     },
-    /// Outcome failed although a hash has k attestations.
-    #[error("verdict says {outcome:?} but {hash} has k attestations")]
+    /// Outcome failed although a hash leads by k attestations.
+    #[error("verdict says {outcome:?} but {hash} leads by k attestations")]
     QuorumWasReached {
         /// The claimed outcome.
         outcome: VerdictOutcome,
@@ -915,7 +918,6 @@ fn check_evidence(
     }
     let mut by_signer: Vec<(PeerId, ContentId)> = Vec::with_capacity(v.attestations.len());
     let mut signers = BTreeSet::new();
-    let mut counts: BTreeMap<ContentId, usize> = BTreeMap::new();
     for (index, signed) in v.attestations.iter().enumerate() {
         let a = signed.verify().map_err(|e| VerdictError::BadAttestation {
             index,
@@ -931,7 +933,6 @@ fn check_evidence(
         if !signers.insert(a.signer) {
             return Err(VerdictError::DuplicateAttester(a.signer));
         }
-        *counts.entry(a.value.result_hash).or_default() += 1;
         by_signer.push((a.signer, a.value.result_hash));
     }
     let mut missed = Vec::with_capacity(v.missed.len());
@@ -951,13 +952,16 @@ fn check_evidence(
             missed.push(a.signer);
         }
     }
+    let tally = quorum::tally(by_signer.iter().map(|(_, h)| *h));
+    let leader = tally.first().map(|&(h, _)| h);
+    let lead = quorum::lead(&tally) as usize;
     let k = usize::from(v.k);
     let mut supporters = Vec::new();
     let mut answers = Vec::new();
     match (v.outcome, v.accepted) {
         (VerdictOutcome::Verified, None) => return Err(VerdictError::MissingAccepted),
         (VerdictOutcome::Verified, Some(hash)) => {
-            let have = counts.get(&hash).copied().unwrap_or(0);
+            let have = if leader == Some(hash) { lead } else { 0 };
             if have < k {
                 return Err(VerdictError::NotEnoughSupport {
                     hash,
@@ -981,11 +985,8 @@ fn check_evidence(
             if let Some(hash) = accepted {
                 return Err(VerdictError::UnexpectedAccepted(hash));
             }
-            if let Some((hash, _)) = counts.iter().find(|(_, c)| **c >= k) {
-                return Err(VerdictError::QuorumWasReached {
-                    outcome,
-                    hash: *hash,
-                });
+            if let Some(hash) = leader.filter(|_| lead >= k) {
+                return Err(VerdictError::QuorumWasReached { outcome, hash });
             }
             // Nobody is known to be right, so attesters are left alone.
         }
@@ -1179,11 +1180,16 @@ mod tests {
 
     #[test]
     fn local_verdict_full_weight() {
-        let ks: Vec<NodeKey> = (1..=4).map(key).collect();
+        let ks: Vec<NodeKey> = (1..=5).map(key).collect();
         let me = key(9);
         let job = job_by(&me, 0);
         let mut b = ReputationBook::default();
-        let mut v = verdict(&job, &[&ks[0], &ks[1], &ks[2]], &["a", "b", "a"], Some("a"));
+        let mut v = verdict(
+            &job,
+            &[&ks[0], &ks[1], &ks[2], &ks[4]],
+            &["a", "b", "a", "a"],
+            Some("a"),
+        );
         // Locally the submitter saw the miss itself: the deadline need not
         // have passed.
         v.missed = vec![accept(&ks[3], &job, &me, 5_000)];
@@ -1195,8 +1201,9 @@ mod tests {
         assert_eq!(b.score(&ks[1].peer_id()), 90);
         assert_eq!(b.score(&ks[2].peer_id()), 105);
         assert_eq!(b.score(&ks[3].peer_id()), 80);
+        assert_eq!(b.score(&ks[4].peer_id()), 105);
         assert_eq!(b.get(&ks[0].peer_id()).unwrap().local_agreed, 1);
-        assert_eq!(eff.changes.len(), 4);
+        assert_eq!(eff.changes.len(), 5);
         // Replayed: refused, nothing counted twice, and not a forgery.
         let before = snapshot(&b);
         let err = b.apply_verdict(&signed_by(&me, v), true, 8).unwrap_err();
@@ -1222,9 +1229,16 @@ mod tests {
         b.observe(ks[0].peer_id(), Observation::Agreed, 0);
         b.observe(ks[2].peer_id(), Observation::Agreed, 0);
         let job = job_by(&reporter, 0);
-        let v = verdict(&job, &[&ks[0], &ks[1], &ks[2]], &["a", "b", "a"], Some("a"));
+        // A stranger's agreement makes the lead k; it is not credited.
+        let v = verdict(
+            &job,
+            &[&ks[0], &ks[1], &ks[2], &key(4)],
+            &["a", "b", "a", "a"],
+            Some("a"),
+        );
         let eff = gossip(&mut b, &reporter, v);
         assert_eq!(eff.weight_permille, 750);
+        assert_eq!(b.get(&key(4).peer_id()), None);
         assert_eq!(b.score(&ks[0].peer_id()), 108);
         assert_eq!(b.score(&ks[1].peer_id()), 93);
         // Gossip moves neither the own score nor establishment.
@@ -1269,7 +1283,12 @@ mod tests {
             b.observe(k.peer_id(), Observation::Agreed, 0);
         }
         let job = job_by(&fresh, 0);
-        let mut v = verdict(&job, &[&ks[0], &ks[1], &ks[2]], &["a", "b", "a"], Some("a"));
+        let mut v = verdict(
+            &job,
+            &[&ks[0], &ks[1], &ks[2], &key(5)],
+            &["a", "b", "a", "a"],
+            Some("a"),
+        );
         v.missed = vec![accept(&ks[3], &job, &fresh, 500)];
         let before = snapshot(&b);
         let eff = gossip(&mut b, &fresh, v);
@@ -1321,19 +1340,29 @@ mod tests {
         establish(&mut b, &reporter);
         let known = key(1);
         b.observe(known.peer_id(), Observation::Agreed, 0);
-        let (s1, s2, honest) = (key(20), key(21), key(2));
+        let (s1, s2, s3, honest) = (key(20), key(21), key(22), key(2));
         b.observe(honest.peer_id(), Observation::Agreed, 0);
         let before = snapshot(&b);
-        // Two fresh identities endorse each other, and "outvote" an honest
-        // node: neither the praise nor the blame counts.
+        // Three fresh identities endorse each other, and "outvote" an
+        // honest node: neither the praise nor the blame counts.
         let job = job_by(&reporter, 0);
-        let v = verdict(&job, &[&s1, &s2, &honest], &["x", "x", "y"], Some("x"));
+        let v = verdict(
+            &job,
+            &[&s1, &s2, &s3, &honest],
+            &["x", "x", "x", "y"],
+            Some("x"),
+        );
         let eff = gossip(&mut b, &reporter, v);
         assert!(eff.changes.is_empty(), "{eff:?}");
         assert_eq!(snapshot(&b), before);
         // One known supporter is not enough either.
         let job = job_by(&reporter, 1);
-        let v = verdict(&job, &[&s1, &known, &honest], &["x", "x", "y"], Some("x"));
+        let v = verdict(
+            &job,
+            &[&s1, &s2, &known, &honest],
+            &["x", "x", "x", "y"],
+            Some("x"),
+        );
         assert!(gossip(&mut b, &reporter, v).changes.is_empty());
         assert_eq!(snapshot(&b), before);
         // Sybils never become established through gossip.
@@ -1622,12 +1651,26 @@ mod tests {
                 matches!(
                     e,
                     VerdictError::NotEnoughSupport {
-                        have: 1,
+                        have: 0,
                         need: 2,
                         ..
                     }
                 )
             }),
+            // Two outvoting one: k agree, but the lead is 1.
+            (
+                v(&[&ks[0], &ks[1], &ks[2]], &["a", "a", "b"], Some("a")),
+                |e| {
+                    matches!(
+                        e,
+                        VerdictError::NotEnoughSupport {
+                            have: 1,
+                            need: 2,
+                            ..
+                        }
+                    )
+                },
+            ),
             (v(&[&ks[0], &ks[0]], &["a", "a"], Some("a")), |e| {
                 matches!(e, VerdictError::DuplicateAttester(_))
             }),
@@ -1862,8 +1905,8 @@ mod tests {
         let job2 = job_by(&reporter, 1);
         let blame = verdict(
             &job2,
-            &[&ks[0], &ks[1], &ks[2]],
-            &["b", "a", "a"],
+            &[&ks[0], &ks[1], &ks[2], &key(30)],
+            &["b", "a", "a", "a"],
             Some("a"),
         );
         gossip(&mut b, &reporter, blame);

@@ -32,7 +32,7 @@ use agora_protocol::{
     codec, Acceptance, Assignment, Bid, ContentId, JobOffer, JobSpec, PeerId, ResultBundle, Signed,
     Verdict, TOPIC_JOBS, TOPIC_VERDICTS,
 };
-use agora_verifier::quorum::{Decision, Failure, Quorum};
+use agora_verifier::quorum::{Decision, Failure, MoreReason, Quorum};
 use agora_verifier::reputation::{ReputationBook, ReputationConfig};
 use agora_verifier::select::{select_executors, Candidate};
 use agora_verifier::PlanKind;
@@ -194,6 +194,15 @@ pub fn spec_of(rec: &JobRecordDb) -> Result<JobSpec, String> {
         .verify()
         .map(|v| v.value)
         .map_err(|e| format!("stored spec: {e}"))
+}
+
+/// "HASH from COUNT, ..." for a quorum's tally.
+fn tally_text(hashes: &[(ContentId, u32)]) -> String {
+    let list: Vec<String> = hashes
+        .iter()
+        .map(|(h, c)| format!("{} from {c}", h.short()))
+        .collect();
+    list.join(", ")
 }
 
 /// Rebuilds the quorum of `rec` by replaying its inputs.
@@ -364,9 +373,17 @@ impl JobTask {
         explain_no_capable(&self.spec, &caps, known)
     }
 
+    /// Online nodes, other than this one and those already assigned this
+    /// job, whose adverts say they can run it: the ones a new offer may
+    /// still bring in.
     fn capable_count(&self) -> usize {
-        let (caps, _) = self.online_capacities();
-        caps.iter()
+        let now = unix_now_ms();
+        let used = self.used();
+        let book = lock_book(&self.ctx.book);
+        book.online(now)
+            .into_iter()
+            .filter(|p| *p != self.ctx.me && !used.contains(p))
+            .filter_map(|p| book.get(&p).map(|r| Capacity::from(&r.advert)))
             .filter(|c| unmet(&self.spec, c).is_none())
             .count()
     }
@@ -471,6 +488,17 @@ impl JobTask {
     }
 
     fn no_bids_reason(&self) -> String {
+        if let Decision::NeedMore {
+            why: MoreReason::Escalate,
+            ..
+        } = self.quorum.decision()
+        {
+            return format!(
+                "the answers disagree ({}) and no other capable node is left to settle it: a result must lead the others by {} attestations",
+                tally_text(&self.quorum.tally()),
+                self.quorum.k()
+            );
+        }
         let (caps, known) = self.online_capacities();
         if let Some(why) = explain_no_capable(&self.spec, &caps, known) {
             return why;
@@ -1164,17 +1192,12 @@ impl JobTask {
 
     fn failure_reason(&self, f: &Failure) -> String {
         match f {
-            Failure::NoConsensus { hashes } => {
-                let list: Vec<String> = hashes
-                    .iter()
-                    .map(|(h, c)| format!("{} from {c}", h.short()))
-                    .collect();
-                format!(
-                    "no consensus: no result reached {} matching attestations ({})",
-                    self.quorum.k(),
-                    list.join(", ")
-                )
-            }
+            Failure::NoConsensus { hashes } => format!(
+                "no consensus: no result led the others by {} attestations within {} executors ({})",
+                self.quorum.k(),
+                self.quorum.cap(),
+                tally_text(hashes)
+            ),
             Failure::Timeout => {
                 let errs: Vec<String> = self
                     .rec

@@ -81,7 +81,8 @@ impl AttackCounts {
 enum Kind {
     /// A victim "missed" a job it accepted.
     Miss,
-    /// A victim's right answer against two attackers' wrong one.
+    /// A victim's right answer against three attackers' wrong one (the
+    /// fewest that lead it by k = 2).
     Disagreement,
     /// Sybils agreeing with two fellow attackers.
     Praise,
@@ -191,7 +192,7 @@ fn forge(
     };
     let signers = match kind {
         Kind::Miss | Kind::Forged => Vec::new(),
-        Kind::Disagreement => fellows(2, rng),
+        Kind::Disagreement => fellows(3, rng),
         Kind::Praise => {
             let mut signers = fellows(2, rng);
             for s in pick(&world.sybils, 3, publisher, rng) {

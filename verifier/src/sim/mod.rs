@@ -769,8 +769,9 @@ mod tests {
         })
         .unwrap();
         let weighted = run(&cfg).unwrap();
-        // Uniform picks put two colluders together on ~22% of jobs.
-        assert!(uniform.wrong > 100, "{uniform:?}");
+        // Uniform picks put two colluders together on ~22% of jobs; they
+        // win where escalation then draws enough colluders to lead by k.
+        assert!(uniform.wrong > 50, "{uniform:?}");
         assert!(
             weighted.wrong * 4 < uniform.wrong,
             "{weighted:?} vs {uniform:?}"
@@ -779,13 +780,15 @@ mod tests {
 
     #[test]
     fn colluders_on_one_subnet_are_kept_apart() {
-        // 8 nodes on 4 subnets of 2; the 2 colluders share one.
+        // 9 nodes on 3 subnets of 3; the 3 colluders share one. Scattered,
+        // they can fill a job's places, or two of them and the one its
+        // dispute adds, and lead by k.
         let cfg = SimConfig {
-            nodes: 8,
-            nodes_per_subnet: 2,
+            nodes: 9,
+            nodes_per_subnet: 3,
             liars_share_subnets: true,
             jobs: 400,
-            ..small(FIXED_2_3, Liars::Colluding, 250)
+            ..small(FIXED_2_3, Liars::Colluding, 334)
         };
         assert_eq!(run(&cfg).unwrap().wrong, 0);
         let uniform = run(&SimConfig {
