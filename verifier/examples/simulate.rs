@@ -609,7 +609,7 @@ fn reading(exps: &[Experiment], reports: &[SimReport], sizes: Sizes) -> String {
     let second: u64 = rep_rows.iter().map(|r| r.second_half.wrong).sum();
     let cr = |share: &str, rep: &str| w(main(&format!("{share} colluding"), rep, "reputation"));
     s += &format!(
-        "- **Colluding liars with reputation** had {}, {} and {} of jobs accepted wrong at 2-of-3 ({}, {}, {} at 3-of-5), every one of them by job {} and {} in any second half. A liar that always lies never agrees with anyone, so it stays a newcomer (fewer than 5 agreements); once established peers exist a job takes at most one newcomer, so two colluders never meet on a job again. They win only at the start, while everyone is a newcomer. Liars that first behave long enough to become established get past this bound: see the last table, where such liars reach {} at fixed 2-of-3.\n",
+        "- **Colluding liars with reputation** had {}, {} and {} of jobs accepted wrong at 2-of-3 ({}, {}, {} at 3-of-5), every one of them by job {} and {} in any second half. A liar that always lies never agrees with anyone, so it stays a newcomer (fewer than 5 agreements); once established peers exist a job takes at most one newcomer, so two colluders never meet on a job again. They win only at the start, while everyone is a newcomer. Liars that first behave long enough to become established get past this bound and can meet on a job again; at fixed 2-of-3 they still need a lead of 2 (the last table: {} accepted wrong).\n",
         cr("10%", "fixed 2-of-3"), cr("20%", "fixed 2-of-3"), cr("30%", "fixed 2-of-3"),
         cr("10%", "fixed 3-of-5"), cr("20%", "fixed 3-of-5"), cr("30%", "fixed 3-of-5"),
         last.map_or("-".into(), |j| j.to_string()),
