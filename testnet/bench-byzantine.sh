@@ -32,7 +32,7 @@ for r in c["rows"]:
     lines.append(f"| {r['k']}-of-{r['n']} | {r['selection']} | {r['jobs']} | {r['verified']} | {r['wrong']} ({rate:.1f}%) | {r['failed']} | {r['executions']/r['jobs']:.2f} |")
 lines += [
     "",
-    "A job needs its accepted hash to lead every other by k, with no executor still running that could change that. When both colluders are drawn for one 2-of-3 job (C(5,1)/C(7,3) = 14.3% of jobs without reputation) the honest third disputes them, and the job goes to more executors until one answer leads by 2: the truth, as the pair cannot add a third vote. Until this rule the pair won every such job by answering first (23 of 200 jobs accepted wrong with uniform selection, 0 with reputation, in the last run before it). Each dispute costs executions, hence more than n per job; reputation lowers that too, as it excludes the colluders after their disagreements."",
+    "A job needs its accepted hash to lead every other by k, with no executor still running that could change that. When both colluders are drawn for one 2-of-3 job (C(5,1)/C(7,3) = 14.3% of jobs without reputation) the honest third disputes them, and the job goes to more executors until one answer leads by 2: the truth, as the pair cannot add a third vote. Until this rule the pair won every such job by answering first (23 of 200 jobs accepted wrong with uniform selection, 0 with reputation, in the last run before it). Each dispute costs executions, hence more than n per job; reputation lowers that too, as it excludes the colluders after their disagreements.",
 ]
 open(out, "w").write("\n".join(lines) + "\n")
 PY
