@@ -363,14 +363,28 @@ impl JobTask {
         (caps, known)
     }
 
-    /// Fails fast when the nodes known say nobody can run the job. With no
-    /// node known yet, the offer goes out anyway: adverts may be late.
+    /// Fails fast when the nodes known say nobody can run the job, or too
+    /// few for k of them to agree. With no node known yet, the offer goes
+    /// out anyway: adverts may be late.
     fn no_capable_node(&self) -> Option<String> {
         let (caps, known) = self.online_capacities();
         if known == 0 {
             return None;
         }
-        explain_no_capable(&self.spec, &caps, known)
+        if let Some(why) = explain_no_capable(&self.spec, &caps, known) {
+            return Some(why);
+        }
+        let capable = caps
+            .iter()
+            .filter(|c| unmet(&self.spec, c).is_none())
+            .count();
+        let k = self.quorum.k();
+        (capable < usize::from(k)).then(|| {
+            format!(
+                "too few capable nodes: {k} executors must agree, and {capable} of the {} other node(s) online can run this job (this node knows {known}); lower -k, or add nodes",
+                caps.len()
+            )
+        })
     }
 
     /// Online nodes, other than this one and those already assigned this
@@ -505,7 +519,7 @@ impl JobTask {
         }
         let capable = self.capable_count();
         let mut why = format!(
-            "no capable node answered: {} bid(s) in {:?} after {} offer(s); this node knows {known} other node(s), {} online, {capable} of them capable per their adverts",
+            "no capable node answered: {} bid(s) in {:?} after {} offer(s); this node knows {known} other node(s), {} online, {capable} of them capable per their adverts and not yet assigned this job",
             self.rec.bids,
             self.ctx.cfg.bid_window_max,
             self.rec.offers,
