@@ -75,6 +75,11 @@ net=agora-hosts
 ctl=agora-hosts-ctl
 label=agora-hosts.testnet
 prefix=${HOSTS_NET_PREFIX:-10.231}
+# up moves to other names and the next subnet when docker will not remove
+# an earlier network (an endpoint it leaked keeps one until dockerd
+# restarts); its choice is kept here for the other commands.
+netcfg=$state/netcfg
+[ ! -f "$netcfg" ] || read -r net ctl prefix <"$netcfg"
 boot_ip=$prefix.0.2
 p2p_port=7400
 api_port=7401
@@ -418,11 +423,16 @@ cmd_up() {
     esac
   done
   [ ! -e "$state" ] || die "a host testnet is already up or was not removed ($state); run testnet/hosts.sh down"
-  local x
-  for x in "$net" "$ctl"; do
-    ! docker network inspect "$x" >/dev/null 2>&1 || die "docker network $x exists; run testnet/hosts.sh down"
-  done
   [ -z "$(docker ps -aq --filter "label=$label=1")" ] || die "containers of an earlier host testnet exist; run testnet/hosts.sh down"
+  remove_networks
+  local x alt=0 base=$prefix
+  while docker network inspect "$net" >/dev/null 2>&1 || docker network inspect "$ctl" >/dev/null 2>&1; do
+    alt=$((alt + 1))
+    [ "$alt" -le 8 ] || die "docker networks $net and $ctl exist and cannot be removed; run testnet/hosts.sh down, or restart dockerd"
+    net=agora-hosts-$alt ctl=agora-hosts-ctl-$alt prefix=${base%.*}.$((${base#*.} + alt))
+  done
+  boot_ip=$prefix.0.2
+  [ "$alt" = 0 ] || say "an earlier network is still there; using $net ($prefix.0.0/24) and $ctl instead"
   docker image inspect "$image" >/dev/null 2>&1 || die "no $image image; run testnet/hosts.sh build"
   [ -x "$bin/agora" ] || die "$bin/agora is missing; run testnet/hosts.sh build"
   local want have
@@ -438,6 +448,7 @@ cmd_up() {
 
   local t0=$SECONDS
   mkdir -p "$state/boot"
+  echo "$net $ctl $prefix" >"$netcfg"
   echo '{}' >"$state/engine.json"
   echo "$n" >"$state/n"
   failed() {
@@ -502,6 +513,30 @@ cmd_up() {
 
 # ---------------------------------------------------------------- down
 
+# remove_networks: removes the docker networks hosts.sh made (by label),
+# adding each to `did`. Docker can take a moment to release the endpoint of
+# a container just removed, so it retries for up to 10 s; a network it
+# still refuses (an endpoint it leaked, until dockerd restarts) is reported
+# and left, and up then uses other names.
+remove_networks() {
+  local x try left
+  for try in $(seq 10); do
+    left=()
+    for x in $(docker network ls -q --filter "label=$label=1"); do
+      local name
+      name=$(docker network inspect -f '{{.Name}}' "$x" 2>/dev/null) || continue
+      if docker network rm "$x" >/dev/null 2>&1; then
+        did+=("network $name")
+      else
+        left+=("$name")
+      fi
+    done
+    [ ${#left[@]} -gt 0 ] || return 0
+    [ "$try" = 10 ] || sleep 1
+  done
+  say "docker will not remove network(s) ${left[*]} (an endpoint it leaked stays until dockerd restarts); up uses other names meanwhile"
+}
+
 cmd_down() {
   local rmimage=0
   while [ $# -gt 0 ]; do
@@ -518,16 +553,7 @@ cmd_down() {
     docker rm -f $ids >/dev/null
     did+=("$(echo "$ids" | wc -l) containers")
   fi
-  local x
-  for x in "$net" "$ctl"; do
-    docker network inspect "$x" >/dev/null 2>&1 || continue
-    if [ "$(docker network inspect -f "{{index .Labels \"$label\"}}" "$x")" = 1 ]; then
-      docker network rm "$x" >/dev/null
-      did+=("network $x")
-    else
-      say "leaving docker network $x alone: hosts.sh did not make it"
-    fi
-  done
+  remove_networks
   local d engines=0
   for d in "$state"/e[0-9]*; do
     [ -d "$d" ] || continue

@@ -1,11 +1,12 @@
-//! A job's life where the network cannot give it what it asks: found at
-//! submission, failed at once with the reason, nothing assigned.
+//! A job's life where it cannot run as asked: found at submission, refused
+//! or failed at once with the reason, nothing assigned.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod jobs_harness;
 
 use agora_node::api::types::JobState;
+use agora_node::jobs::JobsError;
 use jobs_harness::{fixture, wait_final, wasm_job, Net, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,5 +30,27 @@ async fn a_quorum_too_large_for_the_network_fails_at_once_saying_why() {
     let id = sub.jobs().submit(wasm_job(&module, 3, 2)).await.unwrap().id;
     let job = wait_final(sub, &id, DEADLINE).await;
     assert_eq!(job.state, JobState::Verified, "{job:#?}");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_wasm_module_is_refused_at_submission() {
+    let net = Net::start(3, false).await;
+    let sub = net.node(0);
+    let text = sub.jobs().blobs().put(b"echo hello\n").unwrap().to_hex();
+    let err = sub
+        .jobs()
+        .submit(wasm_job(&text, 3, 2))
+        .await
+        .expect_err("a text file was accepted as a module");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, JobsError::BadRequest(_)) && msg.contains("invalid wasm module"),
+        "{msg}"
+    );
+    assert!(
+        sub.jobs().list(None).unwrap().is_empty(),
+        "a job was created"
+    );
     net.shutdown().await;
 }

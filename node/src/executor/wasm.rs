@@ -291,6 +291,14 @@ impl WasmExecutor {
         )
     }
 
+    /// Checks that `bytes` are a binary Wasm module this engine would
+    /// compile (its features and limits), without compiling it: a
+    /// submitter finds a bad module before executors are sent it.
+    pub fn validate(&self, bytes: &[u8]) -> Result<(), ExecError> {
+        Module::validate(&self.inner.engine, bytes)
+            .map_err(|e| ExecError::InvalidModule(one_line(&format!("{e:#}"))))
+    }
+
     /// Compiled-module cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         CacheStats {

@@ -105,9 +105,11 @@ impl Jobs {
 
     async fn build_spec(&self, req: SubmitJob) -> Result<JobSpec, JobsError> {
         let executor = match req.executor {
-            SubmitExecutor::Wasm { module } => ExecutorSpec::Wasm {
-                module: self.blob(&module)?,
-            },
+            SubmitExecutor::Wasm { module } => {
+                let id = self.blob(&module)?;
+                self.check_module(&id)?;
+                ExecutorSpec::Wasm { module: id }
+            }
             SubmitExecutor::Docker { image } => {
                 let digest = self.resolve_image(&image).await?;
                 ExecutorSpec::Docker { image, digest }
@@ -144,6 +146,19 @@ impl Jobs {
     }
 
     /// A blob of this node by id or unique prefix.
+    /// Refuses a module the executors would refuse to compile.
+    fn check_module(&self, id: &ContentId) -> Result<(), JobsError> {
+        let bytes = self
+            .ctx
+            .blobs
+            .get(id)
+            .map_err(|e| JobsError::Internal(format!("reading module {}: {e}", id.short())))?;
+        self.ctx
+            .worker
+            .validate_wasm(&bytes)
+            .map_err(|e| JobsError::BadRequest(format!("module {}: {e}", id.short())))
+    }
+
     fn blob(&self, prefix: &str) -> Result<ContentId, JobsError> {
         self.ctx.blobs.resolve(prefix).map_err(|e| {
             JobsError::BadRequest(format!(

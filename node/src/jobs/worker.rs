@@ -27,7 +27,7 @@ use super::{Ctx, JobsConfig};
 use crate::blobs;
 use crate::executor::docker::DockerExecutor;
 use crate::executor::wasm::WasmExecutor;
-use crate::executor::{ExecRequest, Executor};
+use crate::executor::{ExecError, ExecRequest, Executor};
 use crate::lock;
 use crate::network::adverts::unix_now_ms;
 use crate::network::rpc::{
@@ -114,6 +114,12 @@ impl WorkerState {
             memory_bytes: self.memory_bytes,
             cpu_cores: self.cpu_cores,
         }
+    }
+
+    /// Checks a Wasm module with this node's engine (see
+    /// [`WasmExecutor::validate`]).
+    pub(crate) fn validate_wasm(&self, bytes: &[u8]) -> Result<(), ExecError> {
+        self.wasm.validate(bytes)
     }
 
     /// The first need of `spec` this node does not meet.
