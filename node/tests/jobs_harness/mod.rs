@@ -199,7 +199,22 @@ impl Net {
         if i != 0 {
             cfg.bootstrap = vec![self.bootstrap.clone()];
         }
-        self.nodes[i] = Some(daemon::start(cfg).await.unwrap());
+        // sled releases its file lock when its last handle, some held by
+        // its own flusher thread, is gone: in one process that can lag
+        // the old daemon's shutdown a little (a new process never waits).
+        let started = std::time::Instant::now();
+        let d = loop {
+            match daemon::start(cfg.clone()).await {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => break r.unwrap(),
+            }
+        };
+        self.nodes[i] = Some(d);
     }
 
     /// Stops every node.
