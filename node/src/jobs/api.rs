@@ -145,7 +145,6 @@ impl Jobs {
         })
     }
 
-    /// A blob of this node by id or unique prefix.
     /// Refuses a module the executors would refuse to compile.
     fn check_module(&self, id: &ContentId) -> Result<(), JobsError> {
         let bytes = self
@@ -159,6 +158,7 @@ impl Jobs {
             .map_err(|e| JobsError::BadRequest(format!("module {}: {e}", id.short())))
     }
 
+    /// A blob of this node by id or unique prefix.
     fn blob(&self, prefix: &str) -> Result<ContentId, JobsError> {
         self.ctx.blobs.resolve(prefix).map_err(|e| {
             JobsError::BadRequest(format!(

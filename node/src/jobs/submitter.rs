@@ -374,10 +374,8 @@ impl JobTask {
         if let Some(why) = explain_no_capable(&self.spec, &caps, known) {
             return Some(why);
         }
-        let capable = caps
-            .iter()
-            .filter(|c| unmet(&self.spec, c).is_none())
-            .count();
+        // Nothing is assigned yet, so none is left out as used.
+        let capable = self.capable_count();
         let k = self.quorum.k();
         (capable < usize::from(k)).then(|| {
             format!(
