@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod blobs;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod executor;

@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::clock::unix_now_ms;
 use crate::lock;
-use crate::network::adverts::unix_now_ms;
 use crate::network::ratelimit::{RateLimit, RateLimiter};
 use crate::network::{GossipMessage, GossipValidator, Validation};
 

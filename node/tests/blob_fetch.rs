@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use agora_node::blobs::{self, BlobStore, FetchError};
 use agora_node::network::ratelimit::RateLimit;
-use agora_node::network::rpc::{Request, Response, RpcError};
 use agora_node::network::{NetworkConfig, NetworkEvent};
+use agora_protocol::rpc::{Request, Response, RpcError};
 use agora_protocol::{ContentId, NodeKey, PeerId};
 use network_harness::*;
 use rand_chacha::rand_core::{RngCore, SeedableRng};

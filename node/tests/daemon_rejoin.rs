@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use agora_node::api::types::JobState;
-use agora_node::network::adverts::{lock_book, unix_now_ms};
+use agora_node::clock::unix_now_ms;
+use agora_node::network::adverts::lock_book;
 use agora_node::network::peerbook::PeerState;
 use jobs_harness::{fixture, wait_final, wait_for, wasm_job, Net, DEADLINE};
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_node::api::types::{JobState, ReputationInfo};
+use agora_node::clock::unix_now_ms;
 use agora_node::daemon::Daemon;
-use agora_node::network::adverts::unix_now_ms;
 use agora_node::network::{spawn, NetworkConfig, NetworkError, TopicValidators};
 use agora_protocol::{
     Acceptance, Attestation, ContentId, JobSpec, NodeKey, PeerId, Replication, Signed, Verdict,

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use agora_node::network::adverts::{unix_now_ms, AdvertValidator, SharedPeerBook};
+use agora_node::clock::unix_now_ms;
+use agora_node::network::adverts::{AdvertValidator, SharedPeerBook};
 use agora_node::network::{KadMode, NetworkError, TopicValidators};
 use agora_protocol::{CapabilityAdvert, NodeKey, TOPIC_ADVERTS};
 use network_harness::*;

@@ -9,8 +9,8 @@ mod network_harness;
 
 use std::time::Duration;
 
-use agora_node::network::rpc::{Request, Response};
 use agora_node::network::{KadMode, NetworkEvent};
+use agora_protocol::rpc::{Request, Response};
 use agora_protocol::NodeKey;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;

@@ -11,8 +11,8 @@ mod network_harness;
 use std::time::Duration;
 
 use agora_node::network::ratelimit::RateLimit;
-use agora_node::network::rpc::{Request, Response, RpcError};
 use agora_node::network::{NetworkError, TransportKind};
+use agora_protocol::rpc::{Request, Response, RpcError};
 use agora_protocol::NodeKey;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;

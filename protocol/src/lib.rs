@@ -5,6 +5,7 @@
 //! - [`sign`]: the [`Signed`] envelope, domain-separated ed25519 signatures
 //!   by the node's libp2p identity.
 //! - [`job`], [`messages`], [`result`]: the lifecycle's message types.
+//! - [`rpc`]: the point-to-point requests and responses that carry them.
 //! - [`validate`]: spec validation and replay/staleness checks.
 //! - [`limits`]: every protocol bound in one place.
 //!
@@ -16,6 +17,7 @@ pub mod job;
 pub mod limits;
 pub mod messages;
 pub mod result;
+pub mod rpc;
 pub mod sign;
 pub mod validate;
 
@@ -28,7 +30,8 @@ pub use messages::{
     VerdictOutcome,
 };
 pub use result::ResultBundle;
-pub use sign::{NodeKey, SignError, Signed, SignedMessage, Verified};
+pub use rpc::{AttestReport, BundleRef, FailKind, Request, Response, RpcError};
+pub use sign::{Checked, NodeKey, SignError, Signed, SignedMessage, Verified};
 pub use validate::{validate, SpecError, ValidatedSpec};
 
 /// Protocol version carried in every signed envelope.

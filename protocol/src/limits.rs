@@ -28,6 +28,16 @@ pub const MAX_MEMORY_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 pub const MAX_MILLI_CPUS: u32 = 256_000;
 /// Most labels a capability advert may carry.
 pub const MAX_LABELS: usize = 32;
+/// Largest request-response request accepted, in bytes. Requests stay
+/// small; the large payloads (blob chunks) travel in responses.
+pub const MAX_REQUEST_BYTES: u64 = 256 * 1024;
+/// Largest request-response response accepted, in bytes.
+pub const MAX_RESPONSE_BYTES: u64 = MAX_RPC_BYTES as u64;
+/// A result bundle whose CBOR encoding is at most this big rides inline in
+/// an attestation report; larger ones are fetched as a blob.
+pub const MAX_INLINE_BUNDLE_BYTES: usize = 192 * 1024;
+/// Largest blob chunk asked for or served.
+pub const MAX_CHUNK_BYTES: u32 = 4 * 1024 * 1024;
 /// Most image digests a capability advert may list.
 pub const MAX_IMAGES: usize = 256;
 /// Most listen addresses a capability advert may list.

@@ -231,7 +231,49 @@ pub struct Verified<T> {
     pub value: T,
 }
 
+/// A signed envelope whose signature was checked, with the value it
+/// decoded to. Only [`Signed::check`] makes one, so a stage that receives
+/// it (dispatch, the job core, the quorum) knows the check was done and
+/// does not pay for it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<T> {
+    signed: Signed<T>,
+    verified: Verified<T>,
+}
+
+impl<T> Checked<T> {
+    /// The envelope as it arrived (what verdicts and records carry).
+    pub fn signed(&self) -> &Signed<T> {
+        &self.signed
+    }
+
+    /// Who signed it.
+    pub fn signer(&self) -> PeerId {
+        self.verified.signer
+    }
+
+    /// The decoded message.
+    pub fn value(&self) -> &T {
+        &self.verified.value
+    }
+
+    /// The envelope, dropping the decoded value.
+    pub fn into_signed(self) -> Signed<T> {
+        self.signed
+    }
+}
+
 impl<T: SignedMessage> Signed<T> {
+    /// Checks the signature (as [`Signed::verify`]) and keeps the envelope
+    /// with its decoded value.
+    pub fn check(self) -> Result<Checked<T>, SignError> {
+        let verified = self.verify()?;
+        Ok(Checked {
+            signed: self,
+            verified,
+        })
+    }
+
     /// Decodes an envelope from the wire, refusing unknown versions.
     pub fn decode(bytes: &[u8], limit: usize) -> Result<Self, DecodeError> {
         let s: Self = codec::decode(bytes, limit)?;

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 
 use agora_protocol::limits::{MAX_ATTESTATIONS, MAX_REPLICATION};
 use agora_protocol::{
-    Acceptance, Attestation, ContentId, JobSpec, PeerId, SignError, Signed, Verdict, VerdictOutcome,
+    Acceptance, Attestation, Checked, ContentId, JobSpec, PeerId, SignError, Signed, Verdict,
+    VerdictOutcome,
 };
 
 /// Why a quorum could not be created.
@@ -277,39 +278,74 @@ impl Quorum {
         Ok(self.decide())
     }
 
-    /// Feeds a signed attestation. The signature, the job and the signer's
-    /// assignment are checked here; a refused attestation changes nothing.
+    /// Feeds a signed attestation whose signature was not checked yet (a
+    /// replayed record, a caller outside the network path): the signature
+    /// is checked here, then as [`Quorum::attest_checked`].
     pub fn attest(&mut self, signed: &Signed<Attestation>) -> Result<Decision, QuorumError> {
-        let v = signed
-            .verify()
+        let checked = signed
+            .clone()
+            .check()
             .map_err(|e| QuorumError::BadSignature(Box::new(e)))?;
-        if v.value.job != self.job {
+        self.attest_checked(&checked)
+    }
+
+    /// Feeds an attestation whose signature was checked where it arrived.
+    /// The job and the signer's assignment are checked here; a refused
+    /// attestation changes nothing.
+    pub fn attest_checked(
+        &mut self,
+        checked: &Checked<Attestation>,
+    ) -> Result<Decision, QuorumError> {
+        let (signer, value) = (checked.signer(), checked.value());
+        if value.job != self.job {
             return Err(QuorumError::WrongJob {
-                signer: v.signer,
-                found: v.value.job,
+                signer,
+                found: value.job,
             });
         }
         let slot = *self
             .slots
-            .get(&v.signer)
-            .ok_or(QuorumError::Unassigned(v.signer))?;
+            .get(&signer)
+            .ok_or(QuorumError::Unassigned(signer))?;
         match slot {
-            Slot::Answered(_) => return Err(QuorumError::Duplicate(v.signer)),
+            Slot::Answered(_) => return Err(QuorumError::Duplicate(signer)),
             Slot::Ended(how) if self.decided.is_none() => {
                 return Err(QuorumError::AlreadyEnded {
-                    executor: v.signer,
+                    executor: signer,
                     how,
                 })
             }
             Slot::Running | Slot::Ended(_) => {}
         }
         if self.decided.is_some() {
-            return Err(QuorumError::Late(v.signer));
+            return Err(QuorumError::Late(signer));
         }
-        let hash = v.value.result_hash;
-        self.slots.insert(v.signer, Slot::Answered(hash));
-        self.accepted.push((v.signer, hash, signed.clone()));
+        let hash = value.result_hash;
+        self.slots.insert(signer, Slot::Answered(hash));
+        self.accepted.push((signer, hash, checked.signed().clone()));
         Ok(self.decide())
+    }
+
+    /// Takes back an executor that was ended as crashed because it could
+    /// not be reached: it came back and still owes an answer, so it counts
+    /// as running again. Refused for any other slot and once decided.
+    pub fn reinstate(&mut self, executor: PeerId) -> Result<Decision, QuorumError> {
+        if self.decided.is_some() {
+            return Err(QuorumError::Decided);
+        }
+        match self.slots.get(&executor) {
+            Some(Slot::Ended(Ended::Crashed)) => {
+                self.slots.insert(executor, Slot::Running);
+                Ok(self.decide())
+            }
+            Some(Slot::Ended(how)) => Err(QuorumError::AlreadyEnded {
+                executor,
+                how: *how,
+            }),
+            Some(Slot::Answered(_)) => Err(QuorumError::Duplicate(executor)),
+            Some(Slot::Running) => Ok(self.decide()),
+            None => Err(QuorumError::Unassigned(executor)),
+        }
     }
 
     /// Reports that `executor`'s deadline passed without an answer.

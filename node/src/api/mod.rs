@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod jobs;
+pub mod service;
 pub mod token;
 pub mod types;
 
@@ -39,7 +40,8 @@ use self::token::token_matches;
 use self::types::{
     ErrorBody, ExecutorInfo, Health, IdInfo, NodeInfo, NodesInfo, PeerInfo, PeersInfo,
 };
-use crate::network::adverts::{lock_book, unix_now_ms, SharedPeerBook};
+use crate::clock::unix_now_ms;
+use crate::network::adverts::{lock_book, SharedPeerBook};
 use crate::network::peeraddrs::PeerAddrs;
 use crate::network::{NetworkError, NetworkHandle};
 

@@ -24,8 +24,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::store::{BlobError, BlobStore};
-use crate::network::rpc::{Request, Response, RpcError, MAX_CHUNK_BYTES};
 use crate::network::{NetworkError, NetworkHandle};
+use agora_protocol::limits::MAX_CHUNK_BYTES;
+use agora_protocol::rpc::{Request, Response, RpcError};
 
 /// Bytes asked for per request: the largest chunk a peer serves, which
 /// also keeps a 256 MiB blob within a few dozen requests of the peer's

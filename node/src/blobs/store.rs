@@ -24,7 +24,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::clock::unix_now_ms;
 
 use agora_protocol::{CidError, ContentId, IdPrefix};
 use sha2::{Digest, Sha256};
@@ -33,7 +35,7 @@ use tracing::{debug, info, warn};
 use super::locks::KeyedLocks;
 use super::metrics::BlobMetrics;
 use crate::lock;
-use crate::network::rpc::MAX_CHUNK_BYTES;
+use agora_protocol::limits::MAX_CHUNK_BYTES;
 
 /// The sled tree holding the index: 32 id bytes to 16 bytes (size, then
 /// last-use unix milliseconds, both big-endian u64).
@@ -225,13 +227,6 @@ struct Inner {
     metrics: BlobMetrics,
 }
 
-/// Milliseconds since the unix epoch (0 if the clock is before it).
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Hashes a file, streaming; returns its id and length.
 fn hash_file(path: &Path) -> Result<(ContentId, u64), BlobError> {
     let mut f = File::open(path).map_err(io_err("opening", path))?;
@@ -347,7 +342,7 @@ impl BlobStore {
         }
 
         // Files that lost their index entry (crash before the sled flush).
-        let now = unix_ms();
+        let now = unix_now_ms();
         let entries = fs::read_dir(&inner.dir).map_err(io_err("listing", &inner.dir))?;
         for e in entries.flatten() {
             let Some(id) = name_to_id(&e.file_name()) else {
@@ -406,7 +401,7 @@ impl BlobStore {
 
     /// A fresh last-use stamp: now, or just after the last one handed out.
     fn stamp(&self) -> u64 {
-        let now = unix_ms();
+        let now = unix_now_ms();
         let prev = self
             .inner
             .clock
@@ -817,7 +812,7 @@ impl BlobStore {
     /// max age that no fetch is working on. Returns what it removed.
     pub fn gc(&self, keep: &HashSet<ContentId>) -> Result<GcReport, BlobError> {
         let mut report = GcReport::default();
-        let now = unix_ms();
+        let now = unix_now_ms();
         let grace = self.inner.gc_grace_ms.load(Ordering::Relaxed);
         {
             let mut totals = lock(&self.inner.totals);

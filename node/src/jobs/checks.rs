@@ -216,18 +216,25 @@ fn read(data: &[u8], author: Option<PeerId>) -> Result<(JobOffer, CheckedOffer),
     Ok((offer.value, checked))
 }
 
-/// Checks a bid `sender` sent for `job`.
-pub fn check_bid(signed: &Signed<Bid>, sender: PeerId, job: &ContentId) -> Result<Bid, CheckError> {
+/// Checks a bid `sender` sent: its signature (the one check it gets) and
+/// that `sender` signed it. The job it names is the caller's to look up.
+pub fn read_bid(signed: &Signed<Bid>, sender: PeerId) -> Result<Bid, CheckError> {
     let bid = signed.verify()?;
     same_signer(bid.signer, sender)?;
-    if bid.value.job != *job {
+    Ok(bid.value)
+}
+
+/// Checks a bid `sender` sent for `job`.
+pub fn check_bid(signed: &Signed<Bid>, sender: PeerId, job: &ContentId) -> Result<Bid, CheckError> {
+    let bid = read_bid(signed, sender)?;
+    if bid.job != *job {
         return Err(CheckError::Mismatch(format!(
             "bid names job {}, not {}",
-            bid.value.job.short(),
+            bid.job.short(),
             job.short()
         )));
     }
-    Ok(bid.value)
+    Ok(bid)
 }
 
 /// A checked assignment.

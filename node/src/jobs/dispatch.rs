@@ -1,11 +1,8 @@
 //! Routes what arrives from the network to the two sides of the lifecycle:
 //! offers (gossip on `agora/jobs/1`) to the worker, bids and reports to the
 //! submitting job's task, assignments to the worker, blob requests to the
-//! blob store. Also [`deliver`], which sends a request to a peer or, when
-//! the peer is this node (`--allow-local`), hands it over in-process.
+//! blob store.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use agora_protocol::validate::ReplayGuard;
@@ -13,58 +10,26 @@ use agora_protocol::{PeerId, TOPIC_JOBS};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn, Instrument};
 
-use super::checks::{check_bid, check_offer};
-use super::submitter::JobInput;
+use super::checks::{check_offer, read_bid};
+use super::core::{CheckedReport, Input};
+use super::input::JobInput;
+use super::link::Answer;
 use super::{worker, Ctx};
 use crate::blobs;
+use crate::clock::unix_now_ms;
 use crate::lock;
-use crate::network::adverts::unix_now_ms;
-use crate::network::rpc::{Request, Response, RpcError};
-use crate::network::{GossipMessage, GossipValidator, NetworkError, NetworkEvent, Validation};
+use crate::network::peeraddrs::subnet_of_peer;
+use crate::network::{GossipMessage, GossipValidator, NetworkEvent, Validation};
+use agora_protocol::rpc::{Request, Response, RpcError};
 
 /// Offers remembered for replay detection.
 const REPLAY_MEMORY: usize = 65_536;
 
-/// Why a request to a peer got no useful answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliverError {
-    /// The peer answered with a refusal: retrying will not help.
-    #[error("refused: {0}")]
-    Refused(RpcError),
-    /// The peer could not be reached or did not answer in time.
-    #[error("{0}")]
-    Network(String),
-}
-
-/// Sends `request` to `peer`, in-process when `peer` is this node.
-pub(crate) fn deliver(
-    ctx: &Arc<Ctx>,
-    peer: PeerId,
-    request: Request,
-) -> Pin<Box<dyn Future<Output = Result<Response, DeliverError>> + Send + 'static>> {
-    let ctx = ctx.clone();
+/// [`handle`] as the in-process [`super::link::LocalHandler`].
+pub(crate) fn handle_local(ctx: Arc<Ctx>, peer: PeerId, request: Request) -> Answer {
     // Boxed: handling a local request may deliver again (a report to the
     // local submitter), and the future type must not contain itself.
-    Box::pin(async move {
-        let response = if peer == ctx.me {
-            match handle(&ctx, peer, request).await {
-                Some(r) => r,
-                None => Response::Error(RpcError::Unsupported),
-            }
-        } else {
-            match ctx.net.request(peer, request).await {
-                Ok(r) => r,
-                Err(NetworkError::Refused { error, .. }) => {
-                    return Err(DeliverError::Refused(error))
-                }
-                Err(e) => return Err(DeliverError::Network(e.to_string())),
-            }
-        };
-        match response {
-            Response::Error(e) => Err(DeliverError::Refused(e)),
-            r => Ok(r),
-        }
-    })
+    Box::pin(async move { handle(&ctx, peer, request).await })
 }
 
 /// Answers one request, or `None` if another part of the node answers it
@@ -72,38 +37,42 @@ pub(crate) fn deliver(
 pub(crate) async fn handle(ctx: &Arc<Ctx>, peer: PeerId, request: Request) -> Option<Response> {
     Some(match request {
         Request::Ping { .. } | Request::GetAdvert => return None,
-        Request::Bid(signed) => {
-            let job = signed
-                .verify()
-                .map(|v| v.value.job)
-                .map_err(|e| e.to_string());
-            match job.and_then(|job| check_bid(&signed, peer, &job).map_err(|e| e.to_string())) {
-                Ok(bid) => to_job(ctx, &bid.job.clone(), JobInput::Bid { peer, bid }),
-                Err(e) => Response::Error(RpcError::Invalid(e)),
+        Request::Bid(signed) => match read_bid(&signed, peer) {
+            Ok(bid) => {
+                let job = bid.job;
+                let subnet = subnet_of_peer(&ctx.peer_addrs, &peer);
+                to_job(ctx, &job, Input::Bid { peer, bid, subnet })
             }
-        }
+            Err(e) => Response::Error(RpcError::Invalid(e.to_string())),
+        },
         Request::Attest(report) => {
-            let job = match report.attestation.verify() {
-                Ok(a) => a.value.job,
+            let report = match CheckedReport::check(report) {
+                Ok(r) => r,
                 Err(e) => return Some(Response::Error(RpcError::Invalid(e.to_string()))),
             };
-            to_job(ctx, &job, JobInput::Report { peer, report })
+            let job = report.attestation.value().job;
+            let report = Box::new(report);
+            to_job(ctx, &job, Input::Report { peer, report })
         }
         Request::ExecFailed {
             job,
             attempt,
             error,
+            kind,
         } => to_job(
             ctx,
             &job,
-            JobInput::Failed {
+            Input::Failed {
                 peer,
                 attempt,
                 error,
+                kind,
                 ran: true,
             },
         ),
         Request::Assign(signed) => worker::on_assign(ctx, peer, signed).await,
+        // The executor side of a cancel is not wired yet.
+        Request::Cancel { .. } => Response::Error(RpcError::Unsupported),
         Request::GetBlob { id, offset, len } => {
             blobs::serve_chunk(&ctx.blobs, id, offset, len).await
         }
@@ -113,10 +82,10 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, peer: PeerId, request: Request) -> Op
 /// Queues `input` for the task of `job`. A finished job of this node
 /// acknowledges (the sender may stop retrying); an unknown one is
 /// not found.
-fn to_job(ctx: &Ctx, job: &agora_protocol::ContentId, input: JobInput) -> Response {
+fn to_job(ctx: &Ctx, job: &agora_protocol::ContentId, input: Input) -> Response {
     let tx = lock(&ctx.active).get(job).map(|a| a.tx.clone());
     match tx {
-        Some(tx) => match tx.try_send(input) {
+        Some(tx) => match tx.try_send(JobInput::Core(input)) {
             Ok(()) => Response::Ack,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Response::Error(RpcError::Busy),
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Response::Ack,
@@ -150,7 +119,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 for tx in txs {
                     // A full queue means the job is busy with inputs; the
                     // deadline still catches a dead executor.
-                    let _ = tx.try_send(JobInput::PeerGone(peer));
+                    let _ = tx.try_send(JobInput::Core(Input::PeerGone(peer)));
                 }
             }
             Ok(NetworkEvent::InboundRequest { peer, id, request }) => {

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::record::{JobRecordDb, WorkState};
 use super::Jobs;
-use crate::network::rpc::BundleRef;
+use agora_protocol::rpc::BundleRef;
 
 /// Every blob referenced by the records in the store.
 pub(crate) fn referenced(jobs: &Jobs) -> HashSet<ContentId> {

@@ -4,7 +4,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
-use crate::api::types::JobState;
+use super::state::JobState;
 
 /// Counters and gauges of submitted jobs and executions.
 #[derive(Clone)]

@@ -15,13 +15,17 @@
 //! node acts on it (sends an assignment, answers an assignment, reports a
 //! result), so a restart resumes where the node left off.
 
-pub mod api;
 pub mod checks;
+pub mod core;
 pub mod dispatch;
 pub mod fault;
 pub mod gc;
+pub mod input;
+pub mod link;
 pub mod metrics;
 pub mod record;
+pub mod state;
+pub mod store;
 pub mod submitter;
 pub mod worker;
 
@@ -35,7 +39,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::types::JobEvent;
+use self::state::JobEvent;
 use crate::blobs::BlobStore;
 use crate::executor::docker::DockerExecutor;
 use crate::executor::wasm::WasmExecutor;
@@ -44,11 +48,31 @@ use crate::network::peeraddrs::PeerAddrs;
 use crate::network::NetworkHandle;
 use crate::reputation::{Applied, ReputationStore, SharedReputation};
 
-pub use self::api::JobsError;
+use self::input::JobInput;
+use self::link::LocalHandler;
 use self::metrics::JobMetrics;
-use self::record::JobDb;
-use self::submitter::JobInput;
+use self::store::JobDb;
 use self::worker::WorkerState;
+
+/// Why a job request failed; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    /// The request is wrong (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such job or blob (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The job is not in a state that allows it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many jobs in flight (503).
+    #[error("{0}")]
+    Busy(String),
+    /// The node failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
 
 /// Settings of the job lifecycle.
 #[derive(Debug, Clone)]
@@ -156,6 +180,8 @@ pub(crate) struct Ctx {
     pub worker: WorkerState,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
+    /// Answers the requests this node sends itself (`--allow-local`).
+    pub local: LocalHandler,
 }
 
 /// The job lifecycle of a node: cheap to clone.
@@ -200,6 +226,7 @@ impl Jobs {
                 worker,
                 cancel,
                 tasks: TaskTracker::new(),
+                local: dispatch::handle_local,
             }),
         })
     }

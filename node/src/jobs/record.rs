@@ -1,51 +1,24 @@
-//! What the node must not forget about jobs, and the sled trees that keep
-//! it: the submitter's record of each job it submitted ([`JobRecordDb`],
-//! tree `jobs`) and the worker's record of each assignment it accepted
-//! ([`WorkItem`], tree `work`).
+//! What the node must not forget about jobs: the submitter's record of
+//! each job it submitted ([`JobRecordDb`]) and the worker's record of each
+//! assignment it accepted ([`WorkItem`]). Plain data; [`super::store`]
+//! keeps them in sled.
 //!
-//! Every change is written (and flushed) before the node acts on it, so a
-//! restart resumes from the last decision. The submitter's quorum is not
-//! stored: it is rebuilt by replaying [`QuorumInput`]s in order, which keeps
-//! one source of truth for the decision logic (agora-verifier).
+//! The submitter's quorum is not stored: it is rebuilt by replaying
+//! [`QuorumInput`]s in order, which keeps one source of truth for the
+//! decision logic (agora-verifier).
 
 use std::collections::BTreeMap;
 
-use agora_protocol::codec;
-use agora_protocol::{Acceptance, Attestation, ContentId, JobSpec, PeerId, Signed, Verdict};
+use agora_protocol::rpc::AttestReport;
+use agora_protocol::{
+    Acceptance, Attestation, ContentId, FailKind, JobSpec, PeerId, Signed, Verdict,
+};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{watch, Notify};
-use tracing::warn;
 
-use crate::api::types::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
-use crate::network::rpc::AttestReport;
+use super::state::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
 
-/// Largest stored record accepted when reading back (a record embeds the
-/// spec, up to 64 attestations and a bounded event log).
-const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 /// Most progress events kept per job; later non-final events are dropped.
 pub const MAX_EVENTS: usize = 256;
-
-/// Why the job store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// sled failed.
-    #[error("job store: {0}")]
-    Db(#[from] sled::Error),
-    /// The blocking flush task died.
-    #[error("job store: flush task failed: {0}")]
-    Task(String),
-    /// A stored record does not decode (corruption or an older format).
-    #[error("job store: record {key} is unreadable: {reason}")]
-    Corrupt {
-        /// Hex key.
-        key: String,
-        /// Decoder message.
-        reason: String,
-    },
-}
 
 /// One step fed to the quorum, in order; replayed after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +31,8 @@ pub enum QuorumInput {
     Missed(PeerId),
     /// An executor reported failure or could not be reached.
     Crashed(PeerId),
+    /// An executor that could not be reached answered after all.
+    Reinstate(PeerId),
 }
 
 /// Where one assigned executor stands, for display and timers.
@@ -85,6 +60,10 @@ pub struct StoredExecutor {
     /// charge it with a miss. Absent in records from before it existed.
     #[serde(default)]
     pub acceptance: Option<Signed<Acceptance>>,
+    /// Ended because it could not be reached (not because it failed): its
+    /// answer still counts if it comes back.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// An assigned executor's state.
@@ -97,8 +76,19 @@ pub enum ExecutorState {
     Answered,
     /// Missed its deadline.
     Missed,
-    /// Failed or unreachable.
+    /// Crashed (a trap, an engine error), or could not be reached.
     Crashed,
+    /// The job ran past its wall-clock limit.
+    TimedOut,
+    /// The job exceeded its memory limit.
+    OutOfMemory,
+    /// The job used up its fuel budget.
+    OutOfFuel,
+    /// The job's output exceeded the output cap.
+    OutputTooLarge,
+    /// The executor could not start the job (refused, or could not get
+    /// a blob or image).
+    Unable,
     /// Still running when the job was decided; its answer was not needed.
     Released,
 }
@@ -111,7 +101,24 @@ impl ExecutorState {
             Self::Answered => "answered",
             Self::Missed => "missed",
             Self::Crashed => "crashed",
+            Self::TimedOut => "timed_out",
+            Self::OutOfMemory => "out_of_memory",
+            Self::OutOfFuel => "out_of_fuel",
+            Self::OutputTooLarge => "output_too_large",
+            Self::Unable => "unable",
             Self::Released => "released",
+        }
+    }
+
+    /// The state of an executor whose failure report says `kind`.
+    pub fn from_fail(kind: FailKind) -> Self {
+        match kind {
+            FailKind::TimedOut => Self::TimedOut,
+            FailKind::OutOfMemory => Self::OutOfMemory,
+            FailKind::OutOfFuel => Self::OutOfFuel,
+            FailKind::OutputTooLarge => Self::OutputTooLarge,
+            FailKind::Unable => Self::Unable,
+            FailKind::Crashed => Self::Crashed,
         }
     }
 }
@@ -230,305 +237,4 @@ pub struct WorkItem {
     pub accepted_at_ms: u64,
     /// Where it stands.
     pub state: WorkState,
-}
-
-/// Group commit: every caller of [`Flusher::flush`] takes a ticket after
-/// its write; one background task runs sled's blocking flush (fsync) and
-/// then releases every ticket taken before that flush began, so concurrent
-/// jobs share fsyncs instead of queueing for one each. (Not sled's
-/// `flush_async`: concurrent calls of it deadlock in sled 0.34,
-/// spacejam/sled#1308.)
-#[derive(Debug)]
-struct Flusher {
-    /// The store (the task holds no clone between flushes, so dropping the
-    /// last `JobDb` closes it).
-    db: sled::Db,
-    /// Tickets handed out.
-    taken: AtomicU64,
-    /// Highest ticket known durable.
-    done: watch::Receiver<u64>,
-    /// Wakes the flush task.
-    kick: Arc<Notify>,
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        // Wakes the task so it sees the store is gone and ends.
-        self.kick.notify_one();
-    }
-}
-
-/// Longest wait for a flush.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-
-impl Flusher {
-    fn start(db: sled::Db) -> Arc<Self> {
-        let (tx, rx) = watch::channel(0u64);
-        let kick = Arc::new(Notify::new());
-        let f = Arc::new(Self {
-            db,
-            taken: AtomicU64::new(0),
-            done: rx,
-            kick: kick.clone(),
-        });
-        let weak = Arc::downgrade(&f);
-        tokio::spawn(async move {
-            loop {
-                kick.notified().await;
-                let Some(f) = weak.upgrade() else { break };
-                let upto = f.taken.load(Ordering::SeqCst);
-                let db = f.db.clone();
-                drop(f);
-                match tokio::task::spawn_blocking(move || db.flush()).await {
-                    Ok(Ok(_)) => {
-                        let _ = tx.send(upto);
-                    }
-                    Ok(Err(e)) => warn!(error = %e, "flushing the store failed"),
-                    Err(e) => warn!(error = %e, "store flush task failed"),
-                }
-            }
-        });
-        f
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        let ticket = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
-        self.kick.notify_one();
-        let mut done = self.done.clone();
-        let wait = async {
-            loop {
-                if *done.borrow_and_update() >= ticket {
-                    return Ok(());
-                }
-                match tokio::time::timeout(Duration::from_secs(1), done.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(StoreError::Task("the flush task stopped".into())),
-                    // A failed flush leaves the ticket pending: ask again.
-                    Err(_) => self.kick.notify_one(),
-                }
-            }
-        };
-        tokio::time::timeout(FLUSH_TIMEOUT, wait)
-            .await
-            .map_err(|_| StoreError::Task(format!("no flush within {FLUSH_TIMEOUT:?}")))?
-    }
-}
-
-/// The two trees.
-#[derive(Debug, Clone)]
-pub struct JobDb {
-    /// Makes writes durable, many at a time.
-    flusher: Arc<Flusher>,
-    /// Submitted jobs by id.
-    jobs: sled::Tree,
-    /// Accepted assignments by job id.
-    work: sled::Tree,
-}
-
-impl JobDb {
-    /// Opens (or creates) the trees in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
-            flusher: Flusher::start(db.clone()),
-            jobs: db.open_tree("jobs")?,
-            work: db.open_tree("work")?,
-        })
-    }
-
-    /// Writes `job` and waits until it is on disk.
-    pub async fn put_job(&self, job: &JobRecordDb) -> Result<(), StoreError> {
-        self.jobs.insert(job.id().as_bytes(), codec::encode(job))?;
-        self.flush().await
-    }
-
-    /// Waits until every write so far is on disk.
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.flusher.flush().await
-    }
-
-    /// Reads one job.
-    pub fn job(&self, id: &ContentId) -> Result<Option<JobRecordDb>, StoreError> {
-        self.jobs
-            .get(id.as_bytes())?
-            .map(|v| decode(id.as_bytes(), &v))
-            .transpose()
-    }
-
-    /// Every stored job id.
-    pub fn job_ids(&self) -> Result<Vec<ContentId>, StoreError> {
-        self.jobs
-            .iter()
-            .keys()
-            .map(|k| {
-                let k = k?;
-                let digest: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    key: hex::encode(&k),
-                    reason: "key is not a 32-byte id".into(),
-                })?;
-                Ok(ContentId::from_digest(digest))
-            })
-            .collect()
-    }
-
-    /// Every stored job, skipping (and returning) unreadable ones.
-    pub fn jobs(&self) -> (Vec<JobRecordDb>, Vec<StoreError>) {
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        for item in self.jobs.iter() {
-            match item
-                .map_err(StoreError::from)
-                .and_then(|(k, v)| decode(&k, &v))
-            {
-                Ok(j) => ok.push(j),
-                Err(e) => bad.push(e),
-            }
-        }
-        (ok, bad)
-    }
-
-    /// Writes `item` for `job` and waits until it is on disk.
-    pub async fn put_work(&self, job: &ContentId, item: &WorkItem) -> Result<(), StoreError> {
-        self.work.insert(job.as_bytes(), codec::encode(item))?;
-        self.flush().await
-    }
-
-    /// Reads one work item.
-    pub fn work(&self, job: &ContentId) -> Result<Option<WorkItem>, StoreError> {
-        self.work
-            .get(job.as_bytes())?
-            .map(|v| decode(job.as_bytes(), &v))
-            .transpose()
-    }
-
-    /// Every work item with its job id, skipping unreadable ones.
-    pub fn work_items(&self) -> (Vec<(ContentId, WorkItem)>, Vec<StoreError>) {
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        for item in self.work.iter() {
-            let r = item.map_err(StoreError::from).and_then(|(k, v)| {
-                let digest: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    key: hex::encode(&k),
-                    reason: "key is not a 32-byte id".into(),
-                })?;
-                Ok((ContentId::from_digest(digest), decode(&k, &v)?))
-            });
-            match r {
-                Ok(x) => ok.push(x),
-                Err(e) => bad.push(e),
-            }
-        }
-        (ok, bad)
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    codec::decode_unbounded(bytes, MAX_RECORD_BYTES).map_err(|e| StoreError::Corrupt {
-        key: hex::encode(key),
-        reason: e.to_string(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use agora_protocol::{ExecutorSpec, NodeKey, Replication, Resources};
-
-    fn spec(nonce: u64) -> Signed<JobSpec> {
-        NodeKey::generate().sign(&JobSpec {
-            executor: ExecutorSpec::Wasm {
-                module: ContentId::of(b"m"),
-            },
-            args: vec![],
-            env: BTreeMap::new(),
-            stdin: None,
-            inputs: BTreeMap::new(),
-            outputs: vec![],
-            resources: Resources::default(),
-            replication: Replication::default(),
-            created_at_ms: 1,
-            nonce,
-        })
-    }
-
-    fn record(nonce: u64) -> JobRecordDb {
-        JobRecordDb {
-            spec: spec(nonce),
-            state: JobState::Pending,
-            allow_local: false,
-            submitted_at_ms: 5,
-            finished_at_ms: None,
-            reason: None,
-            bids: 0,
-            offers: 0,
-            cap: 6,
-            log: vec![QuorumInput::Assign(PeerId::random())],
-            executors: vec![],
-            result: None,
-            verdict: None,
-            events: vec![],
-            replication: ReplicationMode::Adaptive,
-            plan: Some(AdaptivePlan::SpotCheck),
-        }
-    }
-
-    #[tokio::test]
-    async fn jobs_and_work_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let job = record(1);
-        let id = job.id();
-        let item = WorkItem {
-            spec: spec(2),
-            submitter: PeerId::random(),
-            attempt: 0,
-            deadline_ms: 10,
-            accepted_at_ms: 3,
-            state: WorkState::Failed("boom".into()),
-        };
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let store = JobDb::open(&db).unwrap();
-            store.put_job(&job).await.unwrap();
-            store.put_work(&id, &item).await.unwrap();
-        }
-        let db = sled::open(dir.path()).unwrap();
-        let store = JobDb::open(&db).unwrap();
-        assert_eq!(store.job(&id).unwrap(), Some(job));
-        assert_eq!(store.job_ids().unwrap(), vec![id]);
-        assert_eq!(store.work(&id).unwrap(), Some(item));
-        assert_eq!(store.work_items().0.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_corrupt_record_is_reported_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let store = JobDb::open(&db).unwrap();
-        store.put_job(&record(1)).await.unwrap();
-        db.open_tree("jobs")
-            .unwrap()
-            .insert([7u8; 32], &b"not cbor"[..])
-            .unwrap();
-        let (ok, bad) = store.jobs();
-        assert_eq!(ok.len(), 1);
-        assert_eq!(bad.len(), 1);
-        assert!(matches!(bad[0], StoreError::Corrupt { .. }));
-    }
-
-    #[test]
-    fn the_event_log_is_bounded_but_final_events_get_in() {
-        let mut job = record(1);
-        let ev = |state| JobEvent {
-            at_ms: 1,
-            kind: "bid".into(),
-            peer_id: None,
-            state,
-            detail: String::new(),
-        };
-        for _ in 0..MAX_EVENTS + 10 {
-            job.push_event(ev(JobState::Scheduled));
-        }
-        assert_eq!(job.events.len(), MAX_EVENTS);
-        job.push_event(ev(JobState::Verified));
-        assert_eq!(job.events.len(), MAX_EVENTS + 1);
-    }
 }

@@ -20,19 +20,18 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use super::checks::{check_assignment, read_offer, unmet, Capacity, Requirement};
-use super::dispatch::{deliver, DeliverError};
 use super::fault::Tampered;
+use super::link::{deliver, DeliverError};
 use super::record::{WorkItem, WorkState};
 use super::{Ctx, JobsConfig};
 use crate::blobs;
+use crate::clock::unix_now_ms;
 use crate::executor::docker::DockerExecutor;
 use crate::executor::wasm::WasmExecutor;
 use crate::executor::{ExecError, ExecRequest, Executor};
 use crate::lock;
-use crate::network::adverts::unix_now_ms;
-use crate::network::rpc::{
-    AttestReport, BundleRef, Request, Response, RpcError, MAX_INLINE_BUNDLE_BYTES,
-};
+use agora_protocol::limits::MAX_INLINE_BUNDLE_BYTES;
+use agora_protocol::rpc::{AttestReport, BundleRef, Request, Response, RpcError};
 
 /// Offers remembered so each is bid on once.
 const BID_MEMORY: usize = 4096;
@@ -453,6 +452,7 @@ async fn deliver_result(ctx: &Arc<Ctx>, job: ContentId, mut item: WorkItem) {
             job,
             attempt: item.attempt,
             error: e.clone(),
+            kind: agora_protocol::FailKind::Crashed,
         },
         WorkState::Accepted | WorkState::Delivered => return,
     };

@@ -9,7 +9,9 @@
 //! accepts (and the loop with the node's own).
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::unix_now_ms;
 
 use agora_protocol::limits::{Bounded, MAX_ADDRS, MAX_GOSSIP_BYTES};
 use agora_protocol::validate::{check_fresh, FreshnessError};
@@ -24,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::peerbook::{PeerBook, PeerBookError, PeerState};
-use super::rpc::{Request, Response};
 use super::{
     GossipMessage, GossipValidator, NetworkError, NetworkEvent, NetworkHandle, Validation,
 };
+use agora_protocol::rpc::{Request, Response};
 
 /// Default time between adverts.
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(30);
@@ -54,15 +56,6 @@ pub type SharedPeerBook = Arc<Mutex<PeerBook>>;
 /// holding it does not make it unusable.
 pub fn lock_book(book: &SharedPeerBook) -> MutexGuard<'_, PeerBook> {
     crate::lock(book)
-}
-
-/// Milliseconds since the Unix epoch by the system clock (0 if the clock
-/// is before 1970).
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Why an advert was refused.

@@ -23,7 +23,10 @@ use libp2p::{
 };
 use sha2::{Digest, Sha256};
 
-use super::rpc::{Request, Response, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, RPC_PROTOCOL};
+use agora_protocol::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use agora_protocol::rpc::{Request, Response};
+
+use super::rpc::RPC_PROTOCOL;
 use super::{KadMode, NetworkConfig};
 
 /// Room for gossipsub's own framing (author, seqno, topic, signature,

@@ -59,7 +59,7 @@ use tracing::{debug, info, trace, warn};
 use self::behaviour::{Behaviour, BehaviourEvent};
 use self::metrics::NetworkMetrics;
 use self::ratelimit::{RateLimit, RateLimiter};
-use self::rpc::{Request, Response, RpcError};
+use agora_protocol::rpc::{Request, Response, RpcError};
 
 pub use self::behaviour::{GOSSIP_ENVELOPE_HEADROOM, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p::request_response::InboundRequestId as RequestId;

@@ -171,7 +171,7 @@ impl Net {
                 let book = d.peer_book().clone();
                 let want = want.clone();
                 async move {
-                    let now = agora_node::network::adverts::unix_now_ms();
+                    let now = agora_node::clock::unix_now_ms();
                     let online: BTreeSet<_> = agora_node::network::adverts::lock_book(&book)
                         .online(now)
                         .into_iter()

@@ -63,7 +63,7 @@ async fn network(uniform: bool) -> Result<(Vec<tempfile::TempDir>, Vec<Daemon>)>
     }
     let end = Instant::now() + Duration::from_secs(120);
     loop {
-        let now = agora_node::network::adverts::unix_now_ms();
+        let now = agora_node::clock::unix_now_ms();
         let online = agora_node::network::adverts::lock_book(nodes[SUBMITTER].peer_book())
             .online(now)
             .len();

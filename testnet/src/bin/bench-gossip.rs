@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agora_node::clock::unix_now_ms;
 use agora_node::network::adverts::{
-    lock_book, spawn_advert_loop, unix_now_ms, AdvertConfig, AdvertValidator, SharedPeerBook,
+    lock_book, spawn_advert_loop, AdvertConfig, AdvertValidator, SharedPeerBook,
 };
 use agora_node::network::peerbook::PeerBook;
 use agora_node::network::{

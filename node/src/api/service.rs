@@ -1,6 +1,7 @@
 //! What the control API asks of the job lifecycle: submit a job, list and
-//! read records, the verified result, cancel, follow progress. Turns API
-//! requests into signed specs and stored records into API answers.
+//! read records, the verified result, cancel, follow progress, and this
+//! node's reputation table. Turns API requests into signed specs and stored
+//! records into API answers, so the jobs layer never sees a JSON type.
 
 use std::collections::BTreeMap;
 
@@ -11,35 +12,17 @@ use agora_verifier::reputation::{Observation, PeerRecord, ReputationBook, Standi
 use agora_verifier::AdaptivePolicy;
 use tokio::sync::{broadcast, oneshot};
 
-use super::record::{JobRecordDb, StoredBlob};
-use super::submitter::{self, cap_for, JobInput};
-use super::Jobs;
-use crate::api::types::{
+use super::types::{
     AdaptivePlan, BlobInfo, EvidenceInfo, ExecutorRecord, JobEvent, JobRecord, JobResult, JobState,
     ReplicationMode, ReputationInfo, SubmitExecutor, SubmitJob,
 };
+use crate::clock::unix_now_ms;
+use crate::jobs::core::{cap_for, rebuild_quorum};
+use crate::jobs::input::JobInput;
+use crate::jobs::record::{JobRecordDb, StoredBlob};
+use crate::jobs::submitter;
+use crate::jobs::{Jobs, JobsError};
 use crate::lock;
-use crate::network::adverts::unix_now_ms;
-
-/// Why a job request failed; each maps to an HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum JobsError {
-    /// The request is wrong (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// No such job or blob (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The job is not in a state that allows it (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// Too many jobs in flight (503).
-    #[error("{0}")]
-    Busy(String),
-    /// The node failed (500).
-    #[error("{0}")]
-    Internal(String),
-}
 
 impl Jobs {
     /// Validates, signs, stores and starts a job.
@@ -91,7 +74,9 @@ impl Jobs {
                 }
             ),
         });
-        let quorum = submitter::rebuild_quorum(&rec, &spec).map_err(JobsError::Internal)?;
+        // Refuses a replication the quorum cannot run before anything is
+        // stored.
+        rebuild_quorum(&rec, &spec).map_err(JobsError::Internal)?;
         ctx.db
             .put_job(&rec)
             .await
@@ -99,7 +84,7 @@ impl Jobs {
         ctx.metrics.submitted.inc();
         ctx.metrics.transition(None, JobState::Pending);
         let answer = to_api(&rec, true);
-        submitter::start(ctx, rec, spec, quorum);
+        submitter::start(ctx, rec).map_err(JobsError::Internal)?;
         Ok(answer)
     }
 
