@@ -1,5 +1,6 @@
-//! A job's life where it cannot run as asked: found at submission, refused
-//! or failed at once with the reason, nothing assigned.
+//! A job's life where it cannot run as asked, or where a user or an
+//! executor interrupts it: found at submission, refused or failed at once
+//! with the reason; a restarted executor's answer still counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +8,9 @@ mod jobs_harness;
 
 use agora_node::api::types::JobState;
 use agora_node::jobs::JobsError;
-use jobs_harness::{fixture, wait_final, wasm_job, Net, DEADLINE};
+use std::time::Duration;
+
+use jobs_harness::{fixture, sleeper, wait_final, wait_for, wasm_job, Net, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_too_large_for_the_network_fails_at_once_saying_why() {
@@ -52,5 +55,62 @@ async fn a_file_that_is_not_a_wasm_module_is_refused_at_submission() {
         sub.jobs().list(None).unwrap().is_empty(),
         "a job was created"
     );
+    net.shutdown().await;
+}
+
+/// Waits until job `id` on node `sub` has `n` executors assigned and
+/// returns their PeerIds.
+async fn assigned(net: &Net, sub: usize, id: &str, n: usize) -> Vec<String> {
+    let jobs = net.node(sub).jobs().clone();
+    wait_for(DEADLINE, "the executors assigned", || {
+        let jobs = jobs.clone();
+        let id = id.to_owned();
+        async move {
+            let r = jobs.get(&id).ok()?;
+            (r.state == JobState::Running && r.executors.len() == n)
+                .then(|| r.executors.iter().map(|e| e.peer_id.clone()).collect())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_restarted_mid_job_resumes_and_its_answer_counts() {
+    // 3-of-3 on exactly three executors: nobody can replace the one that
+    // restarts, so the job verifies only if its answer is taken back.
+    let mut net = Net::start(4, false).await;
+    let module = net
+        .node(3)
+        .jobs()
+        .blobs()
+        .put(&sleeper(4))
+        .unwrap()
+        .to_hex();
+    let id = net
+        .node(3)
+        .jobs()
+        .submit(wasm_job(&module, 3, 3))
+        .await
+        .unwrap()
+        .id;
+    let peers = assigned(&net, 3, &id, 3).await;
+    let victim = (0..3)
+        .find(|i| net.node(*i).peer_id().to_base58() == peers[0])
+        .expect("an executor is one of nodes 0-2");
+    let listen = net.node(victim).listen_addrs(DEADLINE).await[0].clone();
+    net.stop(victim).await;
+    // Long enough for the submitter to find it gone and try to replace it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    net.restart(victim, listen).await;
+
+    let job = wait_final(net.node(3), &id, DEADLINE).await;
+    assert_eq!(job.state, JobState::Verified, "{job:#?}");
+    let back = job
+        .executors
+        .iter()
+        .find(|e| e.peer_id == peers[0])
+        .unwrap();
+    assert_eq!(back.state, "answered", "{job:#?}");
+    assert_eq!(back.agrees, Some(true), "{job:#?}");
     net.shutdown().await;
 }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use agora_protocol::validate::ReplayGuard;
-use agora_protocol::{PeerId, TOPIC_JOBS};
+use agora_protocol::{FailKind, PeerId, TOPIC_JOBS};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn, Instrument};
 
@@ -67,7 +67,9 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, peer: PeerId, request: Request) -> Op
                 attempt,
                 error,
                 kind,
-                ran: true,
+                // An executor that could not start the job (a blob it
+                // could not fetch) says nothing about the job itself.
+                ran: kind != FailKind::Unable,
             },
         ),
         Request::Assign(signed) => worker::on_assign(ctx, peer, signed).await,
