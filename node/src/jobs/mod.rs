@@ -24,10 +24,12 @@ pub mod input;
 pub mod link;
 pub mod metrics;
 pub mod record;
+pub mod results;
 pub mod state;
 pub mod store;
 pub mod submitter;
 pub mod worker;
+pub mod world;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,32 +3,23 @@
 //! tasks) and performs the actions it returns: network, store, clock.
 //! Every rule about the job is the core's; this file only does I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_protocol::limits::MAX_OUTPUT_BYTES;
-use agora_protocol::rpc::{BundleRef, Request, Response};
-use agora_protocol::{
-    codec, Assignment, ContentId, JobOffer, JobSpec, PeerId, ResultBundle, TOPIC_JOBS,
-    TOPIC_VERDICTS,
-};
-use agora_verifier::reputation::{ReputationBook, ReputationConfig};
-use agora_verifier::select::{select_executors, Candidate};
+use agora_protocol::rpc::{Request, Response};
+use agora_protocol::{Assignment, FailKind, JobOffer, PeerId, TOPIC_JOBS, TOPIC_VERDICTS};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn, Instrument};
 
-use super::checks::Capacity;
-use super::core::{short_peer, Action, CoreConfig, Input, JobCore, PlanChoice, World};
+use super::core::{Action, CoreConfig, Input, JobCore};
 use super::input::JobInput;
 use super::link::{deliver, DeliverError};
-use super::record::{JobRecordDb, StoredBlob, StoredResult};
+use super::record::JobRecordDb;
 use super::state::{JobEvent, JobState};
-use super::{ActiveJob, Ctx};
-use crate::blobs;
+use super::world::NodeWorld;
+use super::{results, ActiveJob, Ctx};
 use crate::clock::unix_now_ms;
 use crate::lock;
-use crate::network::adverts::lock_book;
 use crate::reputation;
 
 /// Inputs queued per job task.
@@ -37,64 +28,6 @@ const INPUT_QUEUE: usize = 256;
 const OFFLINE_CHECK_DELAY: Duration = Duration::from_millis(500);
 /// How long the liveness ping may take.
 const OFFLINE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest result bundle fetched from an executor.
-const MAX_BUNDLE_BYTES: u64 = 4 * MAX_OUTPUT_BYTES;
-/// How long fetching one bundle may take.
-const BUNDLE_FETCH: Duration = Duration::from_secs(120);
-
-/// The node as the job core sees it: its peer book and reputation.
-struct NodeWorld<'a>(&'a Ctx);
-
-impl World for NodeWorld<'_> {
-    fn online(&self) -> (Vec<(PeerId, Capacity)>, usize) {
-        let ctx = self.0;
-        let now = unix_now_ms();
-        let book = lock_book(&ctx.book);
-        let known = book.list(now).iter().filter(|v| v.peer != ctx.me).count();
-        let online = book
-            .online(now)
-            .into_iter()
-            .filter(|p| *p != ctx.me)
-            .filter_map(|p| book.get(&p).map(|r| (p, Capacity::from(&r.advert))))
-            .collect();
-        (online, known)
-    }
-
-    fn select(
-        &self,
-        candidates: &[Candidate],
-        want: usize,
-        used: &BTreeSet<PeerId>,
-        seed: u64,
-    ) -> Vec<PeerId> {
-        let ctx = self.0;
-        if ctx.cfg.uniform_selection {
-            // Benchmarks compare against selection blind to reputation.
-            let blank = ReputationBook::new(ReputationConfig::default());
-            select_executors(candidates, &blank, want, &ctx.me, used, seed)
-        } else {
-            let book = lock(&ctx.reputation);
-            select_executors(candidates, &book, want, &ctx.me, used, seed)
-        }
-    }
-
-    fn plan(&self, first: &PeerId, n: u8, k: u8) -> PlanChoice {
-        let policy = &self.0.cfg.adaptive;
-        let book = lock(&self.0.reputation);
-        // A fresh secret seed: the executor must not be able to tell a
-        // spot check from a solo run.
-        let plan = policy.plan(&book, first, n, k, rand::random());
-        PlanChoice {
-            kind: plan.kind,
-            streak: book.clean_streak(first),
-            needed: policy.required_streak(&book, first),
-        }
-    }
-
-    fn runs_here(&self, spec: &JobSpec) -> bool {
-        self.0.worker.can_run(spec).is_none()
-    }
-}
 
 /// Registers and starts the task of `rec` (new or resumed).
 pub(crate) fn start(ctx: &Arc<Ctx>, rec: JobRecordDb) -> Result<(), String> {
@@ -237,7 +170,7 @@ impl JobTask {
                 sources,
                 agreeing,
             } => Some(Input::ResultKept(
-                self.keep_result(hash, &sources, agreeing).await,
+                results::keep_result(&self.ctx, hash, &sources, agreeing).await,
             )),
             Action::SignVerdict { verdict, apply } => {
                 let signed = self.ctx.key.sign(&verdict);
@@ -339,7 +272,7 @@ impl JobTask {
                         peer,
                         attempt,
                         error: format!("refused the assignment: {r}"),
-                        kind: agora_protocol::FailKind::Unable,
+                        kind: FailKind::Unable,
                         ran: false,
                     },
                     Err(DeliverError::Network(n)) => Input::Lost {
@@ -400,89 +333,4 @@ impl JobTask {
             .in_current_span(),
         );
     }
-
-    /// Gets the bundle of `hash` from an agreeing executor and keeps its
-    /// parts as blobs of this node.
-    async fn keep_result(
-        &self,
-        hash: ContentId,
-        sources: &[(PeerId, BundleRef)],
-        agreeing: Vec<PeerId>,
-    ) -> Result<StoredResult, Vec<String>> {
-        let mut errors = Vec::new();
-        for (peer, bundle) in sources {
-            match self.bundle_of(*peer, bundle).await {
-                Ok(b) if b.result_hash() == hash => {
-                    return store_result(&self.ctx, hash, b, agreeing)
-                        .await
-                        .map_err(|e| vec![e]);
-                }
-                Ok(_) => errors.push(format!("{}: bundle does not match", short_peer(peer))),
-                Err(e) => errors.push(format!("{}: {e}", short_peer(peer))),
-            }
-        }
-        Err(errors)
-    }
-
-    async fn bundle_of(&self, peer: PeerId, bundle: &BundleRef) -> Result<ResultBundle, String> {
-        let (id, size) = match bundle {
-            BundleRef::Inline(b) => return Ok(b.clone()),
-            BundleRef::Blob { id, size } => (*id, *size),
-        };
-        if size > MAX_BUNDLE_BYTES {
-            return Err(format!("bundle of {size} bytes is too large"));
-        }
-        let ctx = &self.ctx;
-        blobs::fetch(
-            &ctx.blobs,
-            &ctx.net,
-            id,
-            &[peer],
-            MAX_BUNDLE_BYTES,
-            BUNDLE_FETCH,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let store = ctx.blobs.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.get(&id))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let limit = usize::try_from(MAX_BUNDLE_BYTES).unwrap_or(usize::MAX);
-        codec::decode::<ResultBundle>(&bytes, limit)
-            .map_err(|e| format!("bundle does not decode: {e}"))
-    }
-}
-
-/// Keeps the parts of an agreed bundle as blobs of this node.
-async fn store_result(
-    ctx: &Ctx,
-    hash: ContentId,
-    bundle: ResultBundle,
-    agreeing: Vec<PeerId>,
-) -> Result<StoredResult, String> {
-    let store = ctx.blobs.clone();
-    tokio::task::spawn_blocking(move || {
-        let put = |bytes: &[u8]| -> Result<StoredBlob, String> {
-            let id = store.put(bytes).map_err(|e| e.to_string())?;
-            Ok(StoredBlob {
-                id,
-                size: bytes.len() as u64,
-            })
-        };
-        let mut outputs = BTreeMap::new();
-        for (name, data) in &bundle.outputs {
-            outputs.insert(name.clone(), put(data)?);
-        }
-        Ok(StoredResult {
-            result_hash: hash,
-            exit_code: bundle.exit_code,
-            stdout: put(&bundle.stdout)?,
-            stderr: put(&bundle.stderr)?,
-            outputs,
-            agreeing,
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())?
 }
