@@ -29,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, Registry, TextEncoder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -100,6 +100,8 @@ struct Shared {
     state: ApiState,
     /// `agora_api_request_duration_seconds{route,method,status}`.
     durations: HistogramVec,
+    /// `agora_signature_checks_total`, brought up to date on scrape.
+    signature_checks: IntCounter,
 }
 
 /// A handler failure as an HTTP answer.
@@ -132,7 +134,18 @@ pub fn router(state: ApiState) -> Result<Router, ApiError> {
         &["route", "method", "status"],
     )?;
     state.registry.register(Box::new(durations.clone()))?;
-    let shared = Arc::new(Shared { state, durations });
+    let signature_checks = IntCounter::new(
+        "agora_signature_checks_total",
+        "Ed25519 signature checks made by this node (gossip, requests, records)",
+    )?;
+    state
+        .registry
+        .register(Box::new(signature_checks.clone()))?;
+    let shared = Arc::new(Shared {
+        state,
+        durations,
+        signature_checks,
+    });
     let v1 = Router::new()
         .route("/id", get(id))
         .route("/peers", get(peers))
@@ -364,6 +377,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .metrics()
             .set_nodes(book.len(), book.online(now).len());
     }
+    let checked = agora_protocol::sign::verifications();
+    shared
+        .signature_checks
+        .inc_by(checked.saturating_sub(shared.signature_checks.get()));
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&s.registry.gather(), &mut buf) {
         Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),

@@ -192,12 +192,6 @@ pub fn check_offer(
     Ok(checked)
 }
 
-/// Reads an offer the gossip validator already accepted ([`check_offer`]
-/// recorded its nonce, so it is not checked for replay again).
-pub fn read_offer(data: &[u8], author: Option<PeerId>) -> Result<CheckedOffer, CheckError> {
-    read(data, author).map(|(_, c)| c)
-}
-
 fn read(data: &[u8], author: Option<PeerId>) -> Result<(JobOffer, CheckedOffer), CheckError> {
     let signed = Signed::<JobOffer>::decode(data, MAX_GOSSIP_BYTES)?;
     let offer = signed.verify()?;

@@ -10,7 +10,7 @@ use agora_protocol::{FailKind, PeerId, TOPIC_JOBS};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn, Instrument};
 
-use super::checks::{check_offer, read_bid};
+use super::checks::{check_offer, read_bid, CheckedOffer};
 use super::core::{CheckedReport, Input};
 use super::input::JobInput;
 use super::link::Answer;
@@ -19,7 +19,7 @@ use crate::blobs;
 use crate::clock::unix_now_ms;
 use crate::lock;
 use crate::network::peeraddrs::subnet_of_peer;
-use crate::network::{GossipMessage, GossipValidator, NetworkEvent, Validation};
+use crate::network::{CheckedValue, GossipMessage, GossipValidator, NetworkEvent, Validation};
 use agora_protocol::rpc::{Request, Response, RpcError};
 
 /// Offers remembered for replay detection.
@@ -114,7 +114,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         };
         match ev {
             Ok(NetworkEvent::Gossip(g)) if g.topic == TOPIC_JOBS => {
-                worker::on_offer(&ctx, &g.data, g.source);
+                match g.checked.as_ref().and_then(|c| c.get::<CheckedOffer>()) {
+                    Some(offer) => worker::on_offer(&ctx, offer),
+                    // Every offer passes the validator above first.
+                    None => debug!("an offer without its checked value: dropped"),
+                }
             }
             Ok(NetworkEvent::PeerDisconnected(peer)) => {
                 let txs: Vec<_> = lock(&ctx.active).values().map(|a| a.tx.clone()).collect();
@@ -167,7 +171,8 @@ impl GossipValidator for OfferValidator {
     fn validate(&self, msg: &GossipMessage<'_>) -> Validation {
         let mut guard = lock(&self.guard);
         match check_offer(msg.data, msg.source, unix_now_ms(), &mut guard) {
-            Ok(_) => Validation::Accept,
+            // The worker takes the checked offer as it is.
+            Ok(offer) => Validation::AcceptChecked(CheckedValue::new(offer)),
             Err(e) => Validation::Reject(e.to_string()),
         }
     }

@@ -19,7 +19,7 @@ use agora_protocol::{
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
-use super::checks::{check_assignment, read_offer, unmet, Capacity, Requirement};
+use super::checks::{check_assignment, unmet, Capacity, CheckedOffer, Requirement};
 use super::fault::Tampered;
 use super::link::{deliver, DeliverError};
 use super::record::{WorkItem, WorkState};
@@ -199,15 +199,9 @@ impl WorkerState {
     }
 }
 
-/// Bids on an offer this node can run and has room for.
-pub(crate) fn on_offer(ctx: &Arc<Ctx>, data: &[u8], source: Option<PeerId>) {
-    let offer = match read_offer(data, source) {
-        Ok(o) => o,
-        Err(e) => {
-            debug!(error = %e, "unreadable offer");
-            return;
-        }
-    };
+/// Bids on an offer this node can run and has room for. The offer was
+/// checked by the gossip validator ([`super::dispatch::OfferValidator`]).
+pub(crate) fn on_offer(ctx: &Arc<Ctx>, offer: &CheckedOffer) {
     let w = &ctx.worker;
     if offer.submitter == ctx.me
         || unix_now_ms() > offer.bid_deadline_ms
@@ -219,11 +213,11 @@ pub(crate) fn on_offer(ctx: &Arc<Ctx>, data: &[u8], source: Option<PeerId>) {
         return;
     }
     let bid = ctx.key.sign(&w.bid_for(offer.job));
-    let ctx2 = ctx.clone();
+    let (ctx2, submitter) = (ctx.clone(), offer.submitter);
     let span = tracing::debug_span!("bid", job = %offer.job.short(), submitter = %offer.submitter);
     ctx.tasks.spawn(
         async move {
-            if let Err(e) = deliver(&ctx2, offer.submitter, Request::Bid(bid)).await {
+            if let Err(e) = deliver(&ctx2, submitter, Request::Bid(bid)).await {
                 debug!(error = %e, "bid not delivered");
             }
         }

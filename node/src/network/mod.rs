@@ -34,6 +34,7 @@ pub mod peerstore;
 pub mod ratelimit;
 pub mod rpc;
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,11 +106,45 @@ pub const MAX_RELAYS: usize = 2;
 /// Most relay-capable peers remembered as candidates.
 const MAX_RELAY_CANDIDATES: usize = 8;
 
+/// A value a gossip validator decoded and checked, handed on with the
+/// message so the subscriber does not decode and verify it again.
+#[derive(Clone)]
+pub struct CheckedValue(Arc<dyn Any + Send + Sync>);
+
+impl CheckedValue {
+    /// Wraps a checked value.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Self(Arc::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for CheckedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckedValue(..)")
+    }
+}
+
+impl PartialEq for CheckedValue {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CheckedValue {}
+
 /// A validator's decision on one gossip message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validation {
     /// Deliver to the node and forward to peers.
     Accept,
+    /// As [`Validation::Accept`], handing the checked value to subscribers
+    /// in [`GossipReceived::checked`].
+    AcceptChecked(CheckedValue),
     /// Invalid: drop, do not forward, penalise the forwarder.
     Reject(String),
     /// Drop and do not forward, without penalty (e.g. not our business).
@@ -421,6 +456,8 @@ pub struct GossipReceived {
     pub propagation_source: PeerId,
     /// Content-hash message id (hex sha256 of the data).
     pub message_id: String,
+    /// What the validator decoded and checked, if it handed it on.
+    pub checked: Option<CheckedValue>,
 }
 
 /// What the network tells the rest of the node.
@@ -1276,7 +1313,7 @@ impl Network {
             })
         };
         let acceptance = match &verdict {
-            Validation::Accept => MessageAcceptance::Accept,
+            Validation::Accept | Validation::AcceptChecked(_) => MessageAcceptance::Accept,
             Validation::Reject(_) => MessageAcceptance::Reject,
             Validation::Ignore(_) => MessageAcceptance::Ignore,
         };
@@ -1285,13 +1322,20 @@ impl Network {
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
         match verdict {
-            Validation::Accept => self.emit(NetworkEvent::Gossip(GossipReceived {
-                topic,
-                data: Arc::from(message.data),
-                source: message.source,
-                propagation_source,
-                message_id: message_id.to_string(),
-            })),
+            Validation::Accept | Validation::AcceptChecked(_) => {
+                let checked = match verdict {
+                    Validation::AcceptChecked(v) => Some(v),
+                    _ => None,
+                };
+                self.emit(NetworkEvent::Gossip(GossipReceived {
+                    topic,
+                    data: Arc::from(message.data),
+                    source: message.source,
+                    propagation_source,
+                    message_id: message_id.to_string(),
+                    checked,
+                }));
+            }
             Validation::Reject(reason) => {
                 self.metrics.gossip_rejected(&topic);
                 self.penalise(propagation_source);
