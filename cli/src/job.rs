@@ -9,15 +9,15 @@ use agora_node::api::types::{
     AdaptivePlan, BlobInfo, ExecutorRecord, JobEvent, JobList, JobRecord, JobResult, JobState,
     ReplicationMode,
 };
+use agora_node::clock::unix_now_ms;
 use agora_protocol::cid::SHORT_HEX_LEN;
 use agora_protocol::{ContentId, IdPrefix};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
-use crate::exec::now_ms;
-use crate::jobopts::write_output;
 use crate::node::{explain, human_bytes, print_json, print_table, short_peer, ApiOpt};
+use crate::output::{check_output_dir, executor_state, write_output, write_streams};
 
 /// What `agora job` does.
 #[derive(Debug, Subcommand)]
@@ -96,7 +96,7 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             if json {
                 print_json(&list)?;
             } else {
-                let now = now_ms();
+                let now = unix_now_ms();
                 let rows: Vec<Vec<String>> = list.jobs.iter().map(|j| list_row(j, now)).collect();
                 print_table(&["ID", "STATE", "EXECUTOR", "K/N", "AGE", "REASON"], &rows)?;
             }
@@ -110,7 +110,7 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             if json {
                 print_json(&rec)?;
             } else {
-                print_status(&rec, now_ms())?;
+                print_status(&rec, unix_now_ms())?;
             }
             Ok(0)
         }
@@ -119,6 +119,9 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             output_dir,
             api,
         } => {
+            if let Some(dir) = &output_dir {
+                check_output_dir(dir)?;
+            }
             let c = api.client(data_dir)?;
             let res = get_result(&c, &id.id)
                 .await
@@ -214,13 +217,7 @@ pub async fn deliver(
     if print_streams {
         let stdout = fetch_blob(c, &res.stdout).await?;
         let stderr = fetch_blob(c, &res.stderr).await?;
-        std::io::stdout()
-            .write_all(&stdout)
-            .and_then(|()| std::io::stdout().flush())
-            .context("writing stdout")?;
-        std::io::stderr()
-            .write_all(&stderr)
-            .context("writing stderr")?;
+        write_streams(&stdout, &stderr)?;
     }
     for (name, blob) in &res.outputs {
         match output_dir {
@@ -286,7 +283,7 @@ fn executor_row(e: &ExecutorRecord) -> Vec<String> {
     vec![
         short_peer(&e.peer_id),
         e.attempt.to_string(),
-        e.state.clone(),
+        executor_state(&e.state).to_owned(),
         e.result_hash
             .as_deref()
             .map_or_else(|| "-".into(), |h| short_id(h).to_owned()),
