@@ -28,6 +28,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::clock::unix_now_ms;
 
+use agora_protocol::units::human_bytes;
 use agora_protocol::{CidError, ContentId, IdPrefix};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
@@ -80,7 +81,7 @@ pub enum BlobError {
         actual: ContentId,
     },
     /// More bytes than allowed.
-    #[error("{size} bytes exceeds the limit of {limit} bytes")]
+    #[error("{} exceeds the limit of {}", human_bytes(*.size), human_bytes(*.limit))]
     TooLarge {
         /// Bytes seen (at least; reading stops just past the limit).
         size: u64,
