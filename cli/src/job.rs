@@ -17,7 +17,9 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 
 use crate::node::{explain, human_bytes, print_json, print_table, short_peer, ApiOpt};
-use crate::output::{check_output_dir, executor_state, write_output, write_streams};
+use crate::output::{
+    check_output_dir, executor_failure, executor_state, write_output, write_streams,
+};
 
 /// What `agora job` does.
 #[derive(Debug, Subcommand)]
@@ -295,10 +297,20 @@ fn executor_row(e: &ExecutorRecord) -> Vec<String> {
 
 /// One event as `+1.2s kind peer: detail`, timed from `start_ms`.
 fn event_line(e: &JobEvent, start_ms: u64) -> String {
-    let mut line = format!("+{} {}", secs(e.at_ms.saturating_sub(start_ms)), e.kind);
-    if let Some(p) = &e.peer_id {
-        line.push(' ');
-        line.push_str(&short_peer(p));
+    let mut line = format!("+{}", secs(e.at_ms.saturating_sub(start_ms)));
+    let peer = e.peer_id.as_deref().map(short_peer);
+    // An executor's failure reads as a sentence about it, as `agora run`
+    // shows it: `12D3KooW…abcdef ran out of memory`.
+    match (executor_failure(&e.kind), peer) {
+        (Some(failure), Some(p)) => line.push_str(&format!(" {p} {failure}")),
+        (_, peer) => {
+            line.push(' ');
+            line.push_str(&e.kind);
+            if let Some(p) = peer {
+                line.push(' ');
+                line.push_str(&p);
+            }
+        }
     }
     if !e.detail.is_empty() {
         line.push_str(": ");
@@ -495,6 +507,15 @@ mod tests {
         assert_eq!(
             event_line(&ev, 1_000),
             "+1.2s assigned 12D3KooW…bRbJmA: attempt 0"
+        );
+        let failed = JobEvent {
+            kind: "out_of_fuel".into(),
+            detail: String::new(),
+            ..ev.clone()
+        };
+        assert_eq!(
+            event_line(&failed, 1_000),
+            "+1.2s 12D3KooW…bRbJmA ran out of fuel"
         );
         assert_eq!(age(59_999), "59s");
         assert_eq!(age(2 * 86_400_000), "2d");
