@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use agora_node::clock::unix_now_ms;
 use agora_node::executor::docker::{DockerConfig, DockerExecutor};
 use agora_node::executor::wasm::{WasmConfig, WasmExecutor};
 use agora_node::executor::{ExecRequest, Executor};
@@ -15,7 +16,8 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::jobopts::{milli_cpus, read_file, write_output, RunOpts};
+use crate::jobopts::{milli_cpus, read_file, RunOpts};
+use crate::output::{check_output_dir, write_output, write_streams};
 
 /// Which sandbox `agora exec` uses.
 #[derive(Debug, Subcommand)]
@@ -67,6 +69,12 @@ struct OutputSummary {
 
 /// Runs `agora exec` and returns the process exit code.
 pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
+    let opts = match &cmd {
+        ExecCommand::Wasm { opts, .. } | ExecCommand::Docker { opts, .. } => opts,
+    };
+    if let Some(dir) = &opts.output_dir {
+        check_output_dir(dir)?;
+    }
     let (executor_spec, opts, args, milli_cpus, module) = match cmd {
         ExecCommand::Wasm { module, opts, args } => {
             let bytes = read_file(&module, "module")?;
@@ -116,7 +124,7 @@ pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
             max_output_bytes: opts.max_output,
         },
         replication: Replication { n: 1, k: 1 },
-        created_at_ms: now_ms(),
+        created_at_ms: unix_now_ms(),
         nonce: rand::random(),
     };
     let spec = validate(spec).context("invalid job")?;
@@ -143,17 +151,14 @@ pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
     };
 
     if let Some(dir) = &opts.output_dir {
-        write_outputs(dir, &bundle)?;
+        for (path, data) in &bundle.outputs {
+            write_output(dir, path, data)?;
+        }
     }
     if opts.json {
         print_summary(job_id, kind, &bundle)?;
     } else {
-        std::io::stdout()
-            .write_all(&bundle.stdout)
-            .context("writing stdout")?;
-        std::io::stderr()
-            .write_all(&bundle.stderr)
-            .context("writing stderr")?;
+        write_streams(&bundle.stdout, &bundle.stderr)?;
     }
     Ok(bundle.exit_code)
 }
@@ -167,14 +172,6 @@ async fn docker(data_dir: &Path) -> Result<DockerExecutor> {
         ..DockerConfig::default()
     })
     .await?)
-}
-
-/// Writes declared outputs under `dir`.
-fn write_outputs(dir: &Path, bundle: &ResultBundle) -> Result<()> {
-    for (path, data) in &bundle.outputs {
-        write_output(dir, path, data)?;
-    }
-    Ok(())
 }
 
 fn print_summary(job_id: ContentId, executor: &'static str, b: &ResultBundle) -> Result<()> {
@@ -205,12 +202,4 @@ fn print_summary(job_id: ContentId, executor: &'static str, b: &ResultBundle) ->
     serde_json::to_writer_pretty(&mut out, &summary)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

@@ -9,15 +9,17 @@ use agora_node::api::types::{
     AdaptivePlan, BlobInfo, ExecutorRecord, JobEvent, JobList, JobRecord, JobResult, JobState,
     ReplicationMode,
 };
+use agora_node::clock::unix_now_ms;
 use agora_protocol::cid::SHORT_HEX_LEN;
 use agora_protocol::{ContentId, IdPrefix};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
-use crate::exec::now_ms;
-use crate::jobopts::write_output;
 use crate::node::{explain, human_bytes, print_json, print_table, short_peer, ApiOpt};
+use crate::output::{
+    check_output_dir, executor_failure, executor_state, write_output, write_streams,
+};
 
 /// What `agora job` does.
 #[derive(Debug, Subcommand)]
@@ -96,7 +98,7 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             if json {
                 print_json(&list)?;
             } else {
-                let now = now_ms();
+                let now = unix_now_ms();
                 let rows: Vec<Vec<String>> = list.jobs.iter().map(|j| list_row(j, now)).collect();
                 print_table(&["ID", "STATE", "EXECUTOR", "K/N", "AGE", "REASON"], &rows)?;
             }
@@ -110,7 +112,7 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             if json {
                 print_json(&rec)?;
             } else {
-                print_status(&rec, now_ms())?;
+                print_status(&rec, unix_now_ms())?;
             }
             Ok(0)
         }
@@ -119,6 +121,9 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             output_dir,
             api,
         } => {
+            if let Some(dir) = &output_dir {
+                check_output_dir(dir)?;
+            }
             let c = api.client(data_dir)?;
             let res = get_result(&c, &id.id)
                 .await
@@ -214,13 +219,7 @@ pub async fn deliver(
     if print_streams {
         let stdout = fetch_blob(c, &res.stdout).await?;
         let stderr = fetch_blob(c, &res.stderr).await?;
-        std::io::stdout()
-            .write_all(&stdout)
-            .and_then(|()| std::io::stdout().flush())
-            .context("writing stdout")?;
-        std::io::stderr()
-            .write_all(&stderr)
-            .context("writing stderr")?;
+        write_streams(&stdout, &stderr)?;
     }
     for (name, blob) in &res.outputs {
         match output_dir {
@@ -286,7 +285,7 @@ fn executor_row(e: &ExecutorRecord) -> Vec<String> {
     vec![
         short_peer(&e.peer_id),
         e.attempt.to_string(),
-        e.state.clone(),
+        executor_state(&e.state).to_owned(),
         e.result_hash
             .as_deref()
             .map_or_else(|| "-".into(), |h| short_id(h).to_owned()),
@@ -298,10 +297,20 @@ fn executor_row(e: &ExecutorRecord) -> Vec<String> {
 
 /// One event as `+1.2s kind peer: detail`, timed from `start_ms`.
 fn event_line(e: &JobEvent, start_ms: u64) -> String {
-    let mut line = format!("+{} {}", secs(e.at_ms.saturating_sub(start_ms)), e.kind);
-    if let Some(p) = &e.peer_id {
-        line.push(' ');
-        line.push_str(&short_peer(p));
+    let mut line = format!("+{}", secs(e.at_ms.saturating_sub(start_ms)));
+    let peer = e.peer_id.as_deref().map(short_peer);
+    // An executor's failure reads as a sentence about it, as `agora run`
+    // shows it: `12D3KooW…abcdef ran out of memory`.
+    match (executor_failure(&e.kind), peer) {
+        (Some(failure), Some(p)) => line.push_str(&format!(" {p} {failure}")),
+        (_, peer) => {
+            line.push(' ');
+            line.push_str(&e.kind);
+            if let Some(p) = peer {
+                line.push(' ');
+                line.push_str(&p);
+            }
+        }
     }
     if !e.detail.is_empty() {
         line.push_str(": ");
@@ -498,6 +507,15 @@ mod tests {
         assert_eq!(
             event_line(&ev, 1_000),
             "+1.2s assigned 12D3KooW…bRbJmA: attempt 0"
+        );
+        let failed = JobEvent {
+            kind: "out_of_fuel".into(),
+            detail: String::new(),
+            ..ev.clone()
+        };
+        assert_eq!(
+            event_line(&failed, 1_000),
+            "+1.2s 12D3KooW…bRbJmA ran out of fuel"
         );
         assert_eq!(age(59_999), "59s");
         assert_eq!(age(2 * 86_400_000), "2d");

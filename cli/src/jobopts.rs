@@ -1,9 +1,9 @@
 //! The flags that describe a job, shared by `agora exec` (run it here) and
 //! `agora run` (run it on the network), so both take the same flags with
-//! the same meaning, and the helpers that read and write their files.
+//! the same meaning, and the helpers that read their files.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -99,38 +99,9 @@ pub fn milli_cpus(cpus: f64) -> Result<u32> {
     Ok((cpus * 1000.0).round() as u32)
 }
 
-/// Writes one declared output under `dir`, creating parent directories,
-/// and returns where. Output paths are validated as relative without `..`
-/// when the job is; this refuses any other path again, so a result can
-/// never write outside `dir`.
-pub fn write_output(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf> {
-    let rel = Path::new(name);
-    if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        bail!("refusing to write output {name:?}: not a plain relative path");
-    }
-    let target = dir.join(rel);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    std::fs::write(&target, data).with_context(|| format!("cannot write {}", target.display()))?;
-    Ok(target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outputs_stay_inside_the_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write_output(dir.path(), "a/b.txt", b"hi").unwrap();
-        assert_eq!(p, dir.path().join("a/b.txt"));
-        assert_eq!(std::fs::read(&p).unwrap(), b"hi");
-        for bad in ["../x", "/etc/x", "a/../../x", "", "./x"] {
-            assert!(write_output(dir.path(), bad, b"no").is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn cpus_become_milli_cpus() {

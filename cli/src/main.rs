@@ -14,6 +14,7 @@ mod exec;
 mod job;
 mod jobopts;
 mod node;
+mod output;
 mod reputation;
 mod run;
 mod units;

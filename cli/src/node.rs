@@ -16,6 +16,8 @@ use agora_node::api::token::{read_token, TOKEN_FILE};
 use agora_node::api::types::{IdInfo, NodeInfo, NodesInfo, PeersInfo};
 use agora_node::config::{DaemonConfig, LogFormat, Overrides};
 use agora_node::daemon;
+/// Sizes read the same here as in the daemon's texts.
+pub use agora_protocol::units::human_bytes;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
@@ -299,22 +301,6 @@ pub fn short_peer(id: &str) -> String {
     let head: String = chars[..8].iter().collect();
     let tail: String = chars[chars.len() - 6..].iter().collect();
     format!("{head}…{tail}")
-}
-
-/// `b` bytes with a binary unit, e.g. `1.5 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 fn node_row(n: &NodeInfo) -> Vec<String> {

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use agora_node::api::types::ReputationList;
+use agora_node::clock::unix_now_ms;
 use anyhow::Result;
 use clap::Args;
 
-use crate::exec::now_ms;
 use crate::node::{explain, print_json, print_table, short_peer, ApiOpt};
 
 /// Flags of `agora reputation`.
@@ -39,7 +39,7 @@ pub async fn run(args: ReputationArgs, data_dir: &Path) -> Result<i32> {
         print_json(&list)?;
         return Ok(0);
     }
-    let now = now_ms();
+    let now = unix_now_ms();
     let rows: Vec<Vec<String>> = list
         .peers
         .iter()

@@ -25,6 +25,7 @@ use clap::{Args, Subcommand};
 use crate::job::{deliver, get_record, get_result, note, short_id};
 use crate::jobopts::{milli_cpus, read_file, RunOpts};
 use crate::node::{explain, human_bytes, print_json, short_peer, ApiOpt};
+use crate::output::{check_output_dir, executor_failure};
 
 /// Which sandbox `agora run` asks for.
 #[derive(Debug, Subcommand)]
@@ -141,6 +142,9 @@ pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
     }
     let env = opts.env_map()?;
     let input_files = opts.input_files()?;
+    if let Some(dir) = &opts.output_dir {
+        check_output_dir(dir)?;
+    }
     let client = net.api.client(data_dir)?;
     let api_err = |e: ClientError| explain(e, data_dir);
 
@@ -461,9 +465,11 @@ impl Progress {
                     self.attested, self.n, self.k
                 )
             }
-            "missed" | "crashed" => format!("{peer} {}{detail}", e.kind),
-            kind if peer.is_empty() => format!("{kind}{detail}"),
-            kind => format!("{kind} {peer}{detail}"),
+            kind => match executor_failure(kind) {
+                Some(failure) => format!("{peer} {failure}{detail}"),
+                None if peer.is_empty() => format!("{kind}{detail}"),
+                None => format!("{kind} {peer}{detail}"),
+            },
         };
         format!("{at} {what}")
     }
@@ -661,6 +667,14 @@ mod tests {
         assert_eq!(
             p.line(&ev("missed", Some(peer), "deadline passed", 13_000)),
             "[+3.0s] 12D3KooW…bRbJmA missed: deadline passed"
+        );
+        assert_eq!(
+            p.line(&ev("out_of_memory", Some(peer), "limit 64.0 MiB", 13_100)),
+            "[+3.1s] 12D3KooW…bRbJmA ran out of memory: limit 64.0 MiB"
+        );
+        assert_eq!(
+            p.line(&ev("timed_out", Some(peer), "", 13_200)),
+            "[+3.2s] 12D3KooW…bRbJmA timed out"
         );
         // Events before the submission time (clock skew) do not wrap.
         assert!(p

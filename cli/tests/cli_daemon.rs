@@ -1,5 +1,6 @@
 //! `agora daemon` as a real process, queried with `agora id --json` and
-//! `agora nodes`; and the one-line error (exit 125) when no daemon runs.
+//! `agora nodes`; the one-line error (exit 125) when no daemon runs; and
+//! errors about a job's flags, found before it runs and naming the flag.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,10 +71,9 @@ fn without_a_daemon_the_cli_says_how_to_start_one() {
     );
 }
 
-#[test]
-fn a_daemon_process_answers_id_and_nodes_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let child = agora(dir.path())
+/// Starts `agora daemon` on loopback and waits for its API address file.
+fn start_daemon(data_dir: &Path) -> DaemonProcess {
+    let child = agora(data_dir)
         .args([
             "daemon",
             "--listen",
@@ -88,7 +88,7 @@ fn a_daemon_process_answers_id_and_nodes_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut daemon = DaemonProcess(Some(child));
-    let addr_file = dir.path().join("api.addr");
+    let addr_file = data_dir.join("api.addr");
     let start = Instant::now();
     while !addr_file.exists() {
         if let Some(status) = daemon.0.as_mut().unwrap().try_wait().unwrap() {
@@ -97,6 +97,15 @@ fn a_daemon_process_answers_id_and_nodes_and_stops_on_sigterm() {
         assert!(start.elapsed() < DEADLINE, "daemon did not write api.addr");
         std::thread::sleep(Duration::from_millis(100));
     }
+    daemon
+}
+
+#[test]
+fn a_daemon_process_answers_id_and_nodes_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let mut daemon = start_daemon(dir.path());
+    let addr_file = dir.path().join("api.addr");
 
     let out = run(agora(dir.path()).args(["id", "--json"]));
     assert!(out.status.success(), "{out:?}");
@@ -187,4 +196,86 @@ fn a_config_file_with_an_unknown_key_stops_the_daemon_naming_the_key() {
         "{stderr}"
     );
     assert!(!dir.path().join("identity.key").exists(), "nothing started");
+}
+
+/// The smallest valid Wasm module: it compiles, so only the flags under
+/// test can make a job fail.
+const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+#[test]
+fn an_unusable_output_dir_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("m.wasm");
+    std::fs::write(&module, EMPTY_MODULE).unwrap();
+    // A file where the directory's parent should be: it cannot be created,
+    // whoever runs the test.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let bad = blocker.join("out");
+    let module = module.to_str().unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["exec", "wasm", module, "--output-dir", bad],
+        // No daemon runs: the check comes before the daemon is contacted,
+        // so before anything is uploaded or submitted.
+        vec!["run", "wasm", module, "--output-dir", bad],
+        vec!["job", "result", "abcd", "--output-dir", bad],
+    ] {
+        let out = run(agora(dir.path()).args(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--output-dir {bad}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("no agora daemon"), "{args:?}: {stderr}");
+    }
+    // A missing directory is created up front, and left empty.
+    let fresh = dir.path().join("a/b");
+    let out = run(agora(dir.path()).args([
+        "run",
+        "wasm",
+        module,
+        "--output-dir",
+        fresh.to_str().unwrap(),
+    ]));
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0);
+}
+
+#[test]
+fn an_out_of_range_flag_is_named_as_typed_locally_and_by_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("m.wasm");
+    std::fs::write(&module, EMPTY_MODULE).unwrap();
+    let module = module.to_str().unwrap();
+    let assert_names_flag = |out: &Output, flag: &str, field: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains(field), "{stderr}");
+    };
+    let out = run(agora(dir.path()).args(["exec", "wasm", module, "--timeout", "1h30d"]));
+    assert_names_flag(&out, "--timeout", "timeout_ms");
+    let out = run(agora(dir.path()).args(["exec", "wasm", module, "--memory", "1000"]));
+    assert_names_flag(&out, "--memory", "memory_bytes");
+
+    let _daemon = start_daemon(dir.path());
+    let out = run(agora(dir.path()).args([
+        "run",
+        "wasm",
+        module,
+        "-n",
+        "1",
+        "-k",
+        "1",
+        "--allow-local",
+        "--timeout",
+        "1h30d",
+    ]));
+    assert_names_flag(&out, "--timeout", "timeout_ms");
+    let out = run(agora(dir.path()).args(["job", "list", "--json"]));
+    assert!(out.status.success(), "{out:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "no job stored");
 }

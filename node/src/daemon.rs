@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,6 +41,7 @@ use crate::config::{available_cores, DaemonConfig};
 use crate::executor::docker::{DockerConfig, DockerExecutor};
 use crate::executor::wasm::{WasmConfig, WasmExecutor};
 use crate::executor::ExecError;
+use crate::fsutil::{write_atomic, Existing, FileError};
 use crate::identity::{self, IdentityError, IDENTITY_FILE};
 use crate::jobs::dispatch::OfferValidator;
 use crate::jobs::{Jobs, JobsConfig, JobsDeps, JobsError};
@@ -75,16 +75,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The data directory or one of its files could not be written.
-    #[error("{context} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        context: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The node key is unusable.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -280,15 +272,6 @@ pub async fn run(
     daemon.shutdown().await
 }
 
-fn io_err(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
-    let path = path.to_owned();
-    move |source| DaemonError::Io {
-        context,
-        path,
-        source,
-    }
-}
-
 /// Total memory of this machine in bytes, from `/proc/meminfo` (0 if
 /// unknown).
 fn total_memory_bytes() -> u64 {
@@ -306,22 +289,6 @@ fn total_memory_bytes() -> u64 {
                 })
         })
         .map_or(0, |kib| kib.saturating_mul(1024))
-}
-
-/// Writes `contents` to `path` through a temp file and a rename, so a
-/// reader never sees half of it.
-fn write_atomic(path: &Path, contents: &str) -> Result<(), DaemonError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err("creating a temp file in", dir))?;
-    tmp.write_all(contents.as_bytes())
-        .map_err(io_err("writing", path))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .map_err(io_err("writing", path))?;
-    Ok(())
 }
 
 async fn open_store(path: PathBuf) -> Result<sled::Db, DaemonError> {
@@ -413,7 +380,8 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         warn!("** TESTNET FAULT MODE '{f}': this node misbehaves on purpose **");
         warn!("**********************************************************");
     }
-    std::fs::create_dir_all(&data_dir).map_err(io_err("creating data directory", &data_dir))?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(FileError::at("creating data directory", &data_dir))?;
     let key: NodeKey = identity::load_or_create(&data_dir.join(IDENTITY_FILE))?;
     let peer_id = key.peer_id();
     let token = load_or_create_token(&data_dir.join(TOKEN_FILE))?;
@@ -655,7 +623,15 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             cancel.cancel();
         });
     }
-    write_atomic(&data_dir.join(ADDR_FILE), &format!("{api_addr}\n"))?;
+    // 0600 as before: the address is no secret, but only the owner's CLI
+    // needs it.
+    write_atomic(
+        &data_dir.join(ADDR_FILE),
+        format!("{api_addr}\n").as_bytes(),
+        ".tmp-",
+        0o600,
+        Existing::Replace,
+    )?;
     // The executors are kept alive for the job lifecycle; the Wasm one
     // owns its epoch ticker thread.
     tasks.spawn({

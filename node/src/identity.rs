@@ -8,11 +8,12 @@
 //! wrong size or unreadable is an error: replacing it would silently
 //! change the node's identity.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use agora_protocol::NodeKey;
 use tracing::info;
+
+use crate::fsutil::{read_bounded, write_atomic, Bounded, Existing, FileError, Written};
 
 /// Name of the key file inside the data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
@@ -23,16 +24,8 @@ pub const KEY_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Reading, writing or creating the key file (or its directory) failed.
-    #[error("{context} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        context: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The key file exists but is not a 32-byte ed25519 secret.
     #[error(
         "identity key file {} is {len} bytes, expected {KEY_BYTES}; it is corrupt or not an \
@@ -58,67 +51,46 @@ pub fn load_or_create(path: &Path) -> Result<NodeKey, IdentityError> {
 
 /// Loads the key at `path`; `None` if there is no such file.
 pub fn load(path: &Path) -> Result<Option<NodeKey>, IdentityError> {
-    let io = |context, source| IdentityError::Io {
-        context,
+    let wrong_size = |len| IdentityError::WrongSize {
         path: path.to_owned(),
-        source,
+        len,
     };
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io("reading identity key file", e)),
+    let bytes = match read_bounded(path, KEY_BYTES as u64, "reading identity key file")? {
+        Bounded::Missing => return Ok(None),
+        Bounded::TooLarge(len) => return Err(wrong_size(len)),
+        Bounded::Data(bytes) => bytes,
     };
-    // Checked before reading, so a huge file at the path is never loaded.
-    if meta.len() != KEY_BYTES as u64 {
-        return Err(IdentityError::WrongSize {
-            path: path.to_owned(),
-            len: meta.len(),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| io("reading identity key file", e))?;
-    let secret: [u8; KEY_BYTES] =
-        bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| IdentityError::WrongSize {
-                path: path.to_owned(),
-                len: bytes.len() as u64,
-            })?;
+    let secret: [u8; KEY_BYTES] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| wrong_size(bytes.len() as u64))?;
     Ok(Some(NodeKey::from_secret(secret)))
 }
 
 /// Creates a new key at `path`. If another process created one meanwhile,
 /// that one is loaded instead, so both end up with the same identity.
 fn create(path: &Path) -> Result<NodeKey, IdentityError> {
-    let io = |context, p: &Path, source| IdentityError::Io {
-        context,
-        path: p.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| io("creating directory", &dir, e))?;
     let key = NodeKey::generate();
-    // tempfile creates the file with mode 0600 on unix.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".identity-")
-        .tempfile_in(&dir)
-        .map_err(|e| io("creating a temp file in", &dir, e))?;
-    tmp.write_all(&key.secret_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| io("writing identity key to", tmp.path(), e))?;
-    match tmp.persist_noclobber(path) {
-        Ok(_) => {
+    match write_atomic(
+        path,
+        &key.secret_bytes(),
+        ".identity-",
+        0o600,
+        Existing::Keep,
+    )? {
+        Written::Written => {
             info!(path = %path.display(), peer = %key.peer_id(), "created a new node identity");
             Ok(key)
         }
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => match load(path)? {
+        Written::Kept => match load(path)? {
             Some(k) => Ok(k),
-            None => Err(io("creating identity key file", path, e.error)),
+            None => Err(FileError {
+                op: "creating identity key file",
+                path: path.to_owned(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }
+            .into()),
         },
-        Err(e) => Err(io("creating identity key file", path, e.error)),
     }
 }
 

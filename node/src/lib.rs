@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod executor;
+pub mod fsutil;
 pub mod identity;
 pub mod jobs;
 pub mod logging;

@@ -8,6 +8,7 @@
 //! - [`rpc`]: the point-to-point requests and responses that carry them.
 //! - [`validate`]: spec validation and replay/staleness checks.
 //! - [`limits`]: every protocol bound in one place.
+//! - [`units`]: sizes and durations written for people.
 //!
 //! **Invariant:** pure. No tokio, no I/O, no clock reads: time is passed in.
 
@@ -19,6 +20,7 @@ pub mod messages;
 pub mod result;
 pub mod rpc;
 pub mod sign;
+pub mod units;
 pub mod validate;
 
 pub use cid::{CidError, ContentId, IdPrefix};
@@ -32,7 +34,7 @@ pub use messages::{
 pub use result::ResultBundle;
 pub use rpc::{AttestReport, BundleRef, FailKind, Request, Response, RpcError};
 pub use sign::{Checked, NodeKey, SignError, Signed, SignedMessage, Verified};
-pub use validate::{validate, SpecError, ValidatedSpec};
+pub use validate::{validate, SpecError, SpecField, ValidatedSpec};
 
 /// Protocol version carried in every signed envelope.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -7,15 +7,18 @@ use libp2p_identity::PeerId;
 
 use crate::job::{ExecutorSpec, JobSpec};
 use crate::limits::{self, Bounded, LimitError};
+use crate::units::{human_bytes, human_duration_ms};
 
-/// Why a job spec is not acceptable.
+/// Why a job spec is not acceptable. The text names the `agora` flag
+/// that sets the part at fault (`--timeout`), in the flag's units, since
+/// that is what the user typed; [`SpecField::spec_path`] has the wire name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     /// A size, count or amount is over its protocol limit.
-    #[error(transparent)]
+    #[error("{}", limit_text(.0))]
     Limit(#[from] LimitError),
     /// n and k break `1 <= k <= n <= 32` or `2k > n`.
-    #[error("replication {k}-of-{n} is invalid: need 1 <= k <= n <= {max} and 2k > n (so two different results can never both reach quorum)", max = limits::MAX_REPLICATION)]
+    #[error("replication -k {k} of -n {n} is invalid: need 1 <= k <= n <= {max} and 2k > n (so two different results can never both reach quorum)", max = limits::MAX_REPLICATION)]
     Replication {
         /// Executors.
         n: u8,
@@ -23,10 +26,10 @@ pub enum SpecError {
         k: u8,
     },
     /// A resource value is out of range.
-    #[error("{field} must be between {min} and {max}, got {actual}")]
+    #[error("{field} must be between {} and {}, got {}", .field.show(*.min), .field.show(*.max), .field.show(*.actual))]
     OutOfRange {
-        /// Field name.
-        field: &'static str,
+        /// Which resource.
+        field: SpecField,
         /// Value given.
         actual: u64,
         /// Smallest allowed.
@@ -37,13 +40,126 @@ pub enum SpecError {
     /// A name or path is unusable.
     #[error("{field} '{value}' is invalid: {why}")]
     BadName {
-        /// Field name.
-        field: &'static str,
+        /// Which part of the spec.
+        field: SpecField,
         /// The offending value (truncated for display).
         value: String,
         /// What is wrong with it.
         why: &'static str,
     },
+}
+
+/// A part of a job spec a user chooses. Displayed as the `agora run` /
+/// `agora exec` flag or argument that sets it, because spec field names
+/// (`resources.timeout_ms`) mean nothing to someone who typed `--timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecField {
+    /// `resources.timeout_ms`, set by `--timeout`.
+    Timeout,
+    /// `resources.memory_bytes`, set by `--memory`.
+    Memory,
+    /// `resources.milli_cpus`, set by `--cpus`.
+    Cpus,
+    /// `resources.max_output_bytes`, set by `--max-output`.
+    MaxOutput,
+    /// `resources.fuel`, set by `--fuel`.
+    Fuel,
+    /// `executor.image`, the IMAGE argument.
+    Image,
+    /// `executor.digest`, the image id IMAGE resolves to.
+    Digest,
+    /// `args`, the program arguments after `--`.
+    Args,
+    /// `env`, set by `--env`.
+    Env,
+    /// `inputs`, set by `--input`.
+    Inputs,
+    /// `outputs`, set by `--output`.
+    Outputs,
+}
+
+impl SpecField {
+    /// The flag or argument that sets this part.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Timeout => "--timeout",
+            Self::Memory => "--memory",
+            Self::Cpus => "--cpus",
+            Self::MaxOutput => "--max-output",
+            Self::Fuel => "--fuel",
+            Self::Image => "IMAGE",
+            Self::Digest => "the image id of IMAGE",
+            Self::Args => "the program arguments (after --)",
+            Self::Env => "--env",
+            Self::Inputs => "--input",
+            Self::Outputs => "--output",
+        }
+    }
+
+    /// The field's path in a [`JobSpec`], as [`LimitError`] names it.
+    pub fn spec_path(self) -> &'static str {
+        match self {
+            Self::Timeout => "spec.resources.timeout_ms",
+            Self::Memory => "spec.resources.memory_bytes",
+            Self::Cpus => "spec.resources.milli_cpus",
+            Self::MaxOutput => "spec.resources.max_output_bytes",
+            Self::Fuel => "spec.resources.fuel",
+            Self::Image => "spec.executor.image",
+            Self::Digest => "spec.executor.digest",
+            Self::Args => "spec.args",
+            Self::Env => "spec.env",
+            Self::Inputs => "spec.inputs",
+            Self::Outputs => "spec.outputs",
+        }
+    }
+
+    /// A value of this field in the unit its flag takes.
+    pub fn show(self, v: u64) -> String {
+        match self {
+            Self::Timeout => human_duration_ms(v),
+            Self::Memory | Self::MaxOutput => human_bytes(v),
+            Self::Cpus => format!("{}", v as f64 / 1000.0),
+            _ => v.to_string(),
+        }
+    }
+
+    /// The field a [`LimitError`] is about, when a user sets it.
+    fn of_spec_path(path: &str) -> Option<Self> {
+        const ALL: [SpecField; 11] = [
+            SpecField::Timeout,
+            SpecField::Memory,
+            SpecField::Cpus,
+            SpecField::MaxOutput,
+            SpecField::Fuel,
+            SpecField::Image,
+            SpecField::Digest,
+            SpecField::Args,
+            SpecField::Env,
+            SpecField::Inputs,
+            SpecField::Outputs,
+        ];
+        ALL.into_iter().find(|f| f.spec_path() == path)
+    }
+}
+
+impl std::fmt::Display for SpecField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.flag())
+    }
+}
+
+/// A [`LimitError`] on a spec, led by the flag that set the field; the
+/// spec path stays in brackets for API clients that built the JSON.
+fn limit_text(e: &LimitError) -> String {
+    match SpecField::of_spec_path(e.field) {
+        Some(f) => format!(
+            "{f}: {} exceeds the limit of {} ({})",
+            f.show(e.actual),
+            f.show(e.limit),
+            e.field
+        ),
+        None => e.to_string(),
+    }
 }
 
 /// A spec that passed [`validate`]. Only the validator builds one, so code
@@ -63,7 +179,7 @@ impl ValidatedSpec {
     }
 }
 
-fn range(field: &'static str, actual: u64, min: u64, max: u64) -> Result<(), SpecError> {
+fn range(field: SpecField, actual: u64, min: u64, max: u64) -> Result<(), SpecError> {
     if actual < min || actual > max {
         return Err(SpecError::OutOfRange {
             field,
@@ -75,7 +191,7 @@ fn range(field: &'static str, actual: u64, min: u64, max: u64) -> Result<(), Spe
     Ok(())
 }
 
-fn bad(field: &'static str, value: &str, why: &'static str) -> SpecError {
+fn bad(field: SpecField, value: &str, why: &'static str) -> SpecError {
     SpecError::BadName {
         field,
         value: value.chars().take(80).collect(),
@@ -84,7 +200,7 @@ fn bad(field: &'static str, value: &str, why: &'static str) -> SpecError {
 }
 
 /// Checks an input file name: one path component, no NUL.
-fn check_file_name(field: &'static str, name: &str) -> Result<(), SpecError> {
+fn check_file_name(field: SpecField, name: &str) -> Result<(), SpecError> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(bad(field, name, "must be a plain file name"));
     }
@@ -96,7 +212,7 @@ fn check_file_name(field: &'static str, name: &str) -> Result<(), SpecError> {
 
 /// Checks an output path: relative, under `/out`, no `..`, no NUL.
 fn check_output_path(path: &str) -> Result<(), SpecError> {
-    const F: &str = "spec.outputs";
+    const F: SpecField = SpecField::Outputs;
     if path.is_empty() || path.starts_with('/') {
         return Err(bad(F, path, "must be a relative path under /out"));
     }
@@ -118,7 +234,6 @@ fn check_output_path(path: &str) -> Result<(), SpecError> {
 
 /// Validates a spec against the protocol's rules.
 pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
-    spec.check_bounds()?;
     let r = spec.replication;
     if r.k < 1 || r.k > r.n || r.n > limits::MAX_REPLICATION || 2 * u16::from(r.k) <= u16::from(r.n)
     {
@@ -126,51 +241,54 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
     }
     let res = &spec.resources;
     range(
-        "resources.timeout_ms",
+        SpecField::Timeout,
         res.timeout_ms,
         limits::MIN_TIMEOUT_MS,
         limits::MAX_TIMEOUT_MS,
     )?;
     range(
-        "resources.memory_bytes",
+        SpecField::Memory,
         res.memory_bytes,
         1024 * 1024,
         limits::MAX_MEMORY_BYTES,
     )?;
     range(
-        "resources.milli_cpus",
+        SpecField::Cpus,
         res.milli_cpus.into(),
         10,
         limits::MAX_MILLI_CPUS.into(),
     )?;
     range(
-        "resources.max_output_bytes",
+        SpecField::MaxOutput,
         res.max_output_bytes,
         1,
         limits::MAX_OUTPUT_BYTES,
     )?;
     if let Some(fuel) = res.fuel {
-        range("resources.fuel", fuel, 1, u64::MAX)?;
+        range(SpecField::Fuel, fuel, 1, u64::MAX)?;
     }
+    // After the resource ranges, which are as strict, so a resource out of
+    // range is reported in its flag's units rather than as a raw limit.
+    spec.check_bounds()?;
     match &spec.executor {
         ExecutorSpec::Wasm { .. } => {}
         ExecutorSpec::Docker { image, digest } => {
             if image.trim().is_empty() {
-                return Err(bad("executor.image", image, "must not be empty"));
+                return Err(bad(SpecField::Image, image, "must not be empty"));
             }
             let ok = digest
                 .strip_prefix("sha256:")
                 .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
             if !ok {
                 return Err(bad(
-                    "executor.digest",
+                    SpecField::Digest,
                     digest,
                     "must be an image id of the form sha256:<64 hex digits>",
                 ));
             }
             if res.fuel.is_some() {
                 return Err(bad(
-                    "resources.fuel",
+                    SpecField::Fuel,
                     "set",
                     "fuel applies to Wasm jobs only",
                 ));
@@ -179,29 +297,29 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
     }
     for a in &spec.args {
         if a.contains('\0') {
-            return Err(bad("spec.args", a, "must not contain NUL"));
+            return Err(bad(SpecField::Args, a, "must not contain NUL"));
         }
     }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(bad(
-                "spec.env",
+                SpecField::Env,
                 k,
                 "names must be non-empty without '=' or NUL",
             ));
         }
         if v.contains('\0') {
-            return Err(bad("spec.env", k, "values must not contain NUL"));
+            return Err(bad(SpecField::Env, k, "values must not contain NUL"));
         }
     }
     for name in spec.inputs.keys() {
-        check_file_name("spec.inputs", name)?;
+        check_file_name(SpecField::Inputs, name)?;
     }
     let mut seen = BTreeSet::new();
     for path in &spec.outputs {
         check_output_path(path)?;
         if !seen.insert(path.as_str()) {
-            return Err(bad("spec.outputs", path, "is declared twice"));
+            return Err(bad(SpecField::Outputs, path, "is declared twice"));
         }
     }
     Ok(ValidatedSpec(spec))
@@ -439,6 +557,34 @@ mod tests {
             f(&mut s.resources);
             assert!(validate(s).is_err());
         }
+    }
+
+    #[test]
+    fn errors_name_the_flag_in_its_units() {
+        let mut s = spec();
+        s.resources.timeout_ms = 30 * 86_400_000 + 3_600_000;
+        let e = validate(s).unwrap_err().to_string();
+        assert!(e.contains("--timeout"), "{e}");
+        assert!(e.contains("30d 1h") && e.contains("1d"), "{e}");
+        assert!(!e.contains("timeout_ms"), "{e}");
+        let mut s = spec();
+        s.resources.memory_bytes = 1000;
+        let e = validate(s).unwrap_err().to_string();
+        assert!(e.contains("--memory") && e.contains("1.0 MiB"), "{e}");
+        assert!(!e.contains("memory_bytes"), "{e}");
+        let mut s = spec();
+        s.env.insert("A=B".into(), "v".into());
+        assert!(validate(s).unwrap_err().to_string().starts_with("--env"));
+        let mut s = spec();
+        s.replication = Replication { n: 4, k: 2 };
+        let e = validate(s).unwrap_err().to_string();
+        assert!(e.contains("-k 2 of -n 4"), "{e}");
+        let mut s = spec();
+        s.env = (0..=limits::MAX_ENV)
+            .map(|i| (format!("K{i}"), String::new()))
+            .collect();
+        let e = validate(s).unwrap_err().to_string();
+        assert!(e.starts_with("--env: "), "{e}");
     }
 
     #[test]

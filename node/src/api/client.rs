@@ -12,6 +12,7 @@ mod sse;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agora_protocol::units::human_bytes;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -85,7 +86,7 @@ pub enum ClientError {
     #[error("unexpected answer from the agora daemon: {0}")]
     Decode(#[from] serde_json::Error),
     /// An upload bigger than the daemon accepts; nothing was sent.
-    #[error("{size} bytes is more than the {limit} bytes the agora daemon accepts in one upload")]
+    #[error("{} is more than the {} the agora daemon accepts in one upload", human_bytes(*.size), human_bytes(*.limit))]
     TooLarge {
         /// The body's size.
         size: u64,
@@ -860,5 +861,17 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn sizes_in_errors_are_human() {
+        let e = ClientError::TooLarge {
+            size: 3 << 30,
+            limit: 64 << 20,
+        };
+        assert_eq!(
+            e.to_string(),
+            "3.0 GiB is more than the 64.0 MiB the agora daemon accepts in one upload"
+        );
     }
 }

@@ -3,10 +3,11 @@
 //! that read it keeps working across daemon restarts. Anyone who can read
 //! the file can drive the daemon; file permissions are the access control.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
+
+use crate::fsutil::{read_bounded, write_atomic, Bounded, Existing, FileError, Written};
 
 /// Name of the token file inside the data directory.
 pub const TOKEN_FILE: &str = "api.token";
@@ -17,16 +18,8 @@ const TOKEN_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// File system failure.
-    #[error("{context} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        context: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The file does not hold a token.
     #[error(
         "{} does not hold an API token (64 hex characters); delete it to have the daemon make a new one",
@@ -38,33 +31,22 @@ pub enum TokenError {
     },
 }
 
-fn io(context: &'static str, path: &Path, source: std::io::Error) -> TokenError {
-    TokenError::Io {
-        context,
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// Reads the token at `path`; `None` if there is no such file.
 pub fn read_token(path: &Path) -> Result<Option<String>, TokenError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io("reading API token", path, e)),
+    let malformed = || TokenError::Malformed {
+        path: path.to_owned(),
     };
     // 64 hex characters plus a newline someone's editor may have added.
-    if meta.len() > (TOKEN_BYTES * 2 + 2) as u64 {
-        return Err(TokenError::Malformed {
-            path: path.to_owned(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| io("reading API token", path, e))?;
+    let max = (TOKEN_BYTES * 2 + 2) as u64;
+    let bytes = match read_bounded(path, max, "reading API token")? {
+        Bounded::Missing => return Ok(None),
+        Bounded::TooLarge(_) => return Err(malformed()),
+        Bounded::Data(bytes) => bytes,
+    };
+    let text = String::from_utf8(bytes).map_err(|_| malformed())?;
     let token = text.trim();
     if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(TokenError::Malformed {
-            path: path.to_owned(),
-        });
+        return Err(malformed());
     }
     Ok(Some(token.to_owned()))
 }
@@ -78,26 +60,12 @@ pub fn load_or_create_token(path: &Path) -> Result<String, TokenError> {
     let mut bytes = [0u8; TOKEN_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| io("creating directory", &dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".api-token-")
-        .tempfile_in(&dir)
-        .map_err(|e| io("creating a temp file in", &dir, e))?;
-    tmp.write_all(token.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| io("writing API token to", path, e))?;
-    match tmp.persist_noclobber(path) {
-        Ok(_) => Ok(token),
+    match write_atomic(path, token.as_bytes(), ".api-token-", 0o600, Existing::Keep)? {
+        Written::Written => Ok(token),
         // Someone else made one first: use theirs.
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => read_token(path)?
-            .ok_or_else(|| TokenError::Malformed {
-                path: path.to_owned(),
-            }),
-        Err(e) => Err(io("creating API token", path, e.error)),
+        Written::Kept => read_token(path)?.ok_or_else(|| TokenError::Malformed {
+            path: path.to_owned(),
+        }),
     }
 }
 

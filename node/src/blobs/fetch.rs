@@ -18,6 +18,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use agora_protocol::units::human_bytes;
 use agora_protocol::{ContentId, PeerId};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
@@ -54,7 +55,7 @@ pub enum FetchError {
         tried: Vec<(PeerId, String)>,
     },
     /// Every provider said the blob is larger than allowed.
-    #[error("blob {id} has {size} bytes, more than the {limit} allowed")]
+    #[error("blob {id} has {}, more than the {} allowed", human_bytes(*.size), human_bytes(*.limit))]
     TooLarge {
         /// The blob.
         id: ContentId,

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::clock::unix_now_ms;
+use crate::fsutil::FileError;
 
+use agora_protocol::units::human_bytes;
 use agora_protocol::{CidError, ContentId, IdPrefix};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
@@ -56,15 +58,8 @@ const IO_BUF: usize = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     /// A file operation failed.
-    #[error("{context} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        context: &'static str,
-        /// On which file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The sled index failed.
     #[error("blob index: {0}")]
     Db(String),
@@ -80,7 +75,7 @@ pub enum BlobError {
         actual: ContentId,
     },
     /// More bytes than allowed.
-    #[error("{size} bytes exceeds the limit of {limit} bytes")]
+    #[error("{} exceeds the limit of {}", human_bytes(*.size), human_bytes(*.limit))]
     TooLarge {
         /// Bytes seen (at least; reading stops just past the limit).
         size: u64,
@@ -124,13 +119,9 @@ impl From<sled::Error> for BlobError {
     }
 }
 
-/// Builds a [`BlobError::Io`].
-fn io_err<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlobError + 'a {
-    move |source| BlobError::Io {
-        context,
-        path: path.to_owned(),
-        source,
-    }
+/// [`FileError::at`] as a [`BlobError`], for the many direct returns.
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlobError + 'a {
+    move |source| FileError::at(op, path)(source).into()
 }
 
 /// What [`BlobStore::gc`] removed.
