@@ -69,7 +69,7 @@ use self::determinism::{job_rng, job_seed_u128, StepClock};
 use self::fs::RunDirs;
 use self::limits::{Limiter, Stop, StopFlag};
 use self::pipe::CappedPipe;
-use super::{ExecError, ExecRequest, Executor, OutputStream};
+use super::{Capabilities, ExecError, ExecRequest, Executor, OutputStream};
 use crate::lock;
 
 /// `argv[0]` of every job: fixed, so programs that print it agree.
@@ -323,6 +323,21 @@ impl Drop for CancelOnDrop {
 impl Executor for WasmExecutor {
     fn kind(&self) -> &'static str {
         "wasm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: self.kind(),
+            version: Some(Self::engine_version()),
+            images: None,
+        }
+    }
+
+    fn program(&self, spec: &ExecutorSpec) -> Option<ContentId> {
+        match spec {
+            ExecutorSpec::Wasm { module } => Some(*module),
+            _ => None,
+        }
     }
 
     async fn execute(&self, req: ExecRequest) -> Result<ResultBundle, ExecError> {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_protocol::{
-    codec, validate, Acceptance, Attestation, Bid, ContentId, ExecutorSpec, JobSpec, PeerId,
-    Signed, ValidatedSpec,
+    codec, validate, Acceptance, Attestation, Bid, ContentId, JobSpec, PeerId, Signed,
+    ValidatedSpec,
 };
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
@@ -26,9 +26,8 @@ use super::record::{WorkItem, WorkState};
 use super::{Ctx, JobsConfig};
 use crate::blobs;
 use crate::clock::unix_now_ms;
-use crate::executor::docker::DockerExecutor;
-use crate::executor::wasm::WasmExecutor;
-use crate::executor::{ExecError, ExecRequest, Executor};
+use crate::executor::registry::Sandboxes;
+use crate::executor::{ExecRequest, Executor};
 use crate::lock;
 use agora_protocol::limits::MAX_INLINE_BUNDLE_BYTES;
 use agora_protocol::rpc::{AttestReport, BundleRef, Request, Response, RpcError};
@@ -46,9 +45,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The worker's shared state.
 pub(crate) struct WorkerState {
-    wasm: WasmExecutor,
-    docker: Option<DockerExecutor>,
-    docker_images: Arc<Mutex<Option<Vec<String>>>>,
+    /// The sandboxes by executor kind; the worker names no kind itself.
+    sandboxes: Arc<Sandboxes>,
     memory_bytes: u64,
     cpu_cores: u32,
     max_jobs: u32,
@@ -69,17 +67,10 @@ pub(crate) struct WorkerState {
 }
 
 impl WorkerState {
-    pub(crate) fn new(
-        cfg: &JobsConfig,
-        wasm: WasmExecutor,
-        docker: Option<DockerExecutor>,
-        docker_images: Arc<Mutex<Option<Vec<String>>>>,
-    ) -> Self {
+    pub(crate) fn new(cfg: &JobsConfig, sandboxes: Arc<Sandboxes>) -> Self {
         let max_jobs = cfg.max_jobs.max(1);
         Self {
-            wasm,
-            docker,
-            docker_images,
+            sandboxes,
             memory_bytes: cfg.memory_bytes,
             cpu_cores: cfg.cpu_cores,
             max_jobs,
@@ -93,9 +84,9 @@ impl WorkerState {
         }
     }
 
-    /// The Docker sandbox, if Docker runs here.
-    pub(crate) fn docker(&self) -> Option<&DockerExecutor> {
-        self.docker.as_ref()
+    /// The sandboxes, for the submit API's per-kind checks.
+    pub(crate) fn sandboxes(&self) -> &Sandboxes {
+        &self.sandboxes
     }
 
     /// Assignments accepted and not finished.
@@ -105,20 +96,15 @@ impl WorkerState {
 
     fn capacity(&self) -> Capacity {
         Capacity {
-            wasm: true,
-            docker_images: self
-                .docker
-                .as_ref()
-                .and_then(|_| lock(&self.docker_images).clone()),
+            executors: self
+                .sandboxes
+                .capabilities()
+                .into_iter()
+                .map(|c| (c.kind.to_string(), c.images.unwrap_or_default()))
+                .collect(),
             memory_bytes: self.memory_bytes,
             cpu_cores: self.cpu_cores,
         }
-    }
-
-    /// Checks a Wasm module with this node's engine (see
-    /// [`WasmExecutor::validate`]).
-    pub(crate) fn validate_wasm(&self, bytes: &[u8]) -> Result<(), ExecError> {
-        self.wasm.validate(bytes)
     }
 
     /// The first need of `spec` this node does not meet.
@@ -357,6 +343,12 @@ async fn run_job(
             .map_err(|e| format!("fetching blob {}: {e}", id.short()))?;
         }
     }
+    let sandbox = w
+        .sandboxes
+        .for_spec(&spec.spec().executor)
+        .map_err(|e| e.to_string())?
+        .clone();
+    let program = sandbox.program(&spec.spec().executor);
     let (module, stdin, inputs) = {
         let store = ctx.blobs.clone();
         let s = spec.spec().clone();
@@ -366,10 +358,7 @@ async fn run_job(
                     .get(id)
                     .map_err(|e| format!("blob {}: {e}", id.short()))
             };
-            let module = match &s.executor {
-                ExecutorSpec::Wasm { module } => get(module)?,
-                ExecutorSpec::Docker { .. } => Vec::new(),
-            };
+            let module = program.as_ref().map(get).transpose()?.unwrap_or_default();
             let stdin = s.stdin.as_ref().map(get).transpose()?.unwrap_or_default();
             let mut inputs = std::collections::BTreeMap::new();
             for (name, id) in &s.inputs {
@@ -380,7 +369,6 @@ async fn run_job(
         .await
         .map_err(|e| e.to_string())??
     };
-    let docker = matches!(spec.spec().executor, ExecutorSpec::Docker { .. });
     let req = ExecRequest {
         job_id: job,
         spec,
@@ -388,14 +376,7 @@ async fn run_job(
         stdin,
         inputs,
     };
-    let result = if docker {
-        match &w.docker {
-            Some(d) => d.execute(req).await,
-            None => return Err("this node does not run docker jobs".into()),
-        }
-    } else {
-        w.wasm.execute(req).await
-    };
+    let result = sandbox.execute(req).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.kind(),
