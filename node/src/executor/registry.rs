@@ -177,21 +177,20 @@ async fn start_docker(cfg: &SandboxConfig) -> Option<DockerExecutor> {
         work_dir,
         ..DockerConfig::default()
     };
-    let docker = match tokio::time::timeout(DOCKER_CONNECT_TIMEOUT, DockerExecutor::connect(dcfg))
-        .await
-    {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
-            warn!(error = %e, "docker executor disabled; running Wasm jobs only");
-            return None;
-        }
-        Err(_) => {
-            warn!(
+    let docker =
+        match tokio::time::timeout(DOCKER_CONNECT_TIMEOUT, DockerExecutor::connect(dcfg)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                warn!(error = %e, "docker executor disabled; running Wasm jobs only");
+                return None;
+            }
+            Err(_) => {
+                warn!(
                 "docker did not answer within {DOCKER_CONNECT_TIMEOUT:?}; running Wasm jobs only"
             );
-            return None;
-        }
-    };
+                return None;
+            }
+        };
     match docker.reap().await {
         Ok(0) => {}
         Ok(n) => info!(removed = n, "removed containers left by a previous run"),
