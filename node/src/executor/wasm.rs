@@ -369,6 +369,13 @@ impl Executor for WasmExecutor {
     }
 }
 
+/// Resolves once `flag` is set, checking it every [`EPOCH_TICK`].
+async fn cancelled(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(EPOCH_TICK).await;
+    }
+}
+
 /// Which step of a run an error came from.
 enum Phase {
     /// Instantiation: imports, initial memory, the start section.
@@ -516,6 +523,7 @@ impl Inner {
             .map_err(|e| setup_error("setting fuel", e))?;
 
         let stop = Arc::new(StopFlag::default());
+        let watch = Arc::clone(&cancel);
         let limit = Duration::from_millis(limit_ms);
         // Budget for everything in /out: each declared file at its cap,
         // plus one cap of scratch space.
@@ -559,7 +567,7 @@ impl Inner {
         let outcome = rt.block_on(async {
             // Catches host calls that block past the limit (sleeps, polls),
             // which never reach an epoch check.
-            tokio::time::timeout(limit, async {
+            let run = tokio::time::timeout(limit, async {
                 let instance = pre
                     .instantiate_async(&mut store)
                     .await
@@ -568,8 +576,16 @@ impl Inner {
                     .get_typed_func::<(), ()>(&mut store, "_start")
                     .map_err(Phase::Instantiate)?;
                 start.call_async(&mut store, ()).await.map_err(Phase::Run)
-            })
-            .await
+            });
+            // And a cancel during such a call: the guest is dropped
+            // mid-call instead of sleeping on after the caller left.
+            tokio::select! {
+                r = run => r,
+                () = cancelled(&watch) => {
+                    stop.record(Stop::Cancelled);
+                    Ok(Ok(()))
+                }
+            }
         });
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let oom = store.data().limiter.hit();
