@@ -9,6 +9,7 @@ mod jobs_harness;
 use std::time::Duration;
 
 use agora_node::api::types::JobState;
+use agora_node::network::NetworkError;
 use agora_protocol::rpc::{Request, Response, RpcError};
 use agora_protocol::ContentId;
 use jobs_harness::{sleeper, wait_final, wait_for, wasm_job, Net, DEADLINE};
@@ -51,9 +52,13 @@ async fn a_cancel_from_the_submitter_stops_the_sandbox_and_others_are_refused() 
     let job_id: ContentId = id.parse().unwrap();
 
     let (one, two) = (net.node(1), net.node(2));
-    wait_for(Duration::from_secs(60), "both executors to run the job", move || async move {
-        (one.jobs().running_jobs() == 1 && two.jobs().running_jobs() == 1).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "both executors to run the job",
+        move || async move {
+            (one.jobs().running_jobs() == 1 && two.jobs().running_jobs() == 1).then_some(())
+        },
+    )
     .await;
 
     // Node 2 is not the submitter: its cancel is refused and node 1 runs on.
@@ -66,21 +71,34 @@ async fn a_cancel_from_the_submitter_stops_the_sandbox_and_others_are_refused() 
                 attempt: 0,
             },
         )
-        .await
-        .unwrap();
+        .await;
     assert!(
-        matches!(refused, Response::Error(RpcError::Declined(_))),
+        matches!(
+            refused,
+            Err(NetworkError::Refused {
+                error: RpcError::Declined(_),
+                ..
+            })
+        ),
         "{refused:?}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(one.jobs().running_jobs(), 1, "a stranger's cancel stopped it");
+    assert_eq!(
+        one.jobs().running_jobs(),
+        1,
+        "a stranger's cancel stopped it"
+    );
 
     // The submitter cancels: both sandboxes stop far sooner than the 58 s
     // timeout.
     sub.jobs().cancel(&id).await.unwrap();
-    wait_for(Duration::from_secs(10), "both executors to stop", move || async move {
-        (one.jobs().running_jobs() == 0 && two.jobs().running_jobs() == 0).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "both executors to stop",
+        move || async move {
+            (one.jobs().running_jobs() == 0 && two.jobs().running_jobs() == 0).then_some(())
+        },
+    )
     .await;
 
     // Cancelling again is fine and changes nothing.
