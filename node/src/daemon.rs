@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_protocol::limits::MAX_IMAGES;
 use agora_protocol::{
     CapabilityAdvert, NodeKey, PeerId, TOPIC_ADVERTS, TOPIC_JOBS, TOPIC_VERDICTS,
 };
@@ -38,8 +37,7 @@ use crate::api::{self, ApiError, ApiState};
 use crate::blobs::{BlobError, BlobStore};
 use crate::clock::unix_now_ms;
 use crate::config::{available_cores, DaemonConfig};
-use crate::executor::docker::{DockerConfig, DockerExecutor};
-use crate::executor::wasm::{WasmConfig, WasmExecutor};
+use crate::executor::registry::{SandboxConfig, Sandboxes};
 use crate::executor::ExecError;
 use crate::fsutil::{write_atomic, Existing, FileError};
 use crate::identity::{self, IdentityError, IDENTITY_FILE};
@@ -61,11 +59,9 @@ pub const STORE_DIR: &str = "store";
 pub const BLOBS_DIR: &str = "blobs";
 /// How often blobs no job references are collected.
 const BLOB_GC_INTERVAL: Duration = Duration::from_secs(300);
-/// How long Docker gets to answer at start before the node goes on
-/// without it.
-const DOCKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the advertised Docker image list is refreshed.
-const DOCKER_REFRESH: Duration = Duration::from_secs(60);
+/// How often the sandboxes' advertised capabilities (Docker's images)
+/// are refreshed.
+const SANDBOX_REFRESH: Duration = Duration::from_secs(60);
 /// How often the peer book is written to the store.
 const PEER_BOOK_SAVE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for tasks before aborting them.
@@ -91,8 +87,8 @@ pub enum DaemonError {
         /// sled's error, with a hint.
         reason: String,
     },
-    /// The Wasm executor could not be built.
-    #[error("starting the wasm executor: {0}")]
+    /// The sandboxes could not be started (the Wasm one must).
+    #[error("starting the executors: {0}")]
     Wasm(#[from] ExecError),
     /// The network could not start.
     #[error("starting the network: {0}")]
@@ -301,49 +297,6 @@ async fn open_store(path: PathBuf) -> Result<sled::Db, DaemonError> {
         })
 }
 
-/// Connects to Docker if it answers in time, removes containers a previous
-/// run of this node left behind, and reads the local images.
-async fn start_docker(data_dir: &Path, peer: PeerId) -> Option<(DockerExecutor, Vec<String>)> {
-    let work_dir = data_dir.join("docker-work");
-    if let Err(e) = std::fs::create_dir_all(&work_dir) {
-        warn!(path = %work_dir.display(), error = %e, "docker disabled: cannot create its work dir");
-        return None;
-    }
-    let cfg = DockerConfig {
-        node_label: Some(peer.to_string()),
-        work_dir,
-        ..DockerConfig::default()
-    };
-    let docker =
-        match tokio::time::timeout(DOCKER_CONNECT_TIMEOUT, DockerExecutor::connect(cfg)).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                warn!(error = %e, "docker executor disabled; running Wasm jobs only");
-                return None;
-            }
-            Err(_) => {
-                warn!(
-                "docker did not answer within {DOCKER_CONNECT_TIMEOUT:?}; running Wasm jobs only"
-            );
-                return None;
-            }
-        };
-    match docker.reap().await {
-        Ok(0) => {}
-        Ok(n) => info!(removed = n, "removed containers left by a previous run"),
-        Err(e) => warn!(error = %e, "cannot reap old containers"),
-    }
-    let images = match docker.list_local_images().await {
-        Ok(i) => i,
-        Err(e) => {
-            warn!(error = %e, "cannot list docker images");
-            Vec::new()
-        }
-    };
-    info!(images = images.len(), "docker executor ready");
-    Some((docker, images))
-}
-
 /// Saves the peer book every [`PEER_BOOK_SAVE`] and once more at shutdown.
 async fn save_peer_book(book: SharedPeerBook, tree: sled::Tree, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(PEER_BOOK_SAVE);
@@ -387,20 +340,14 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     let token = load_or_create_token(&data_dir.join(TOKEN_FILE))?;
     let db = open_store(data_dir.join(STORE_DIR)).await?;
 
-    let wasm = WasmExecutor::new(WasmConfig {
-        cache_dir: Some(data_dir.join("wasm-cache")),
-        ..WasmConfig::default()
-    })?;
-    let wasm_version = WasmExecutor::engine_version();
-    let docker = if config.docker {
-        start_docker(&data_dir, peer_id).await
-    } else {
-        info!("docker executor disabled by configuration");
-        None
-    };
-    let docker_images: Arc<Mutex<Option<Vec<String>>>> = Arc::new(Mutex::new(
-        docker.as_ref().map(|(_, images)| images.clone()),
-    ));
+    let sandboxes = Arc::new(
+        Sandboxes::start(&SandboxConfig {
+            data_dir: data_dir.clone(),
+            docker: config.docker,
+            peer: peer_id,
+        })
+        .await?,
+    );
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -499,9 +446,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             blobs,
             db: db.clone(),
             book: book.clone(),
-            wasm: wasm.clone(),
-            docker: docker.as_ref().map(|(d, _)| d.clone()),
-            docker_images: docker_images.clone(),
+            sandboxes: sandboxes.clone(),
             registry: registry.clone(),
             reputation,
             reputation_writes,
@@ -517,25 +462,29 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     tasks.spawn(crate::jobs::gc::run(jobs.clone(), BLOB_GC_INTERVAL));
     let source = {
         let jobs = jobs.clone();
-        let images = docker_images.clone();
-        let wasm_version = wasm_version.clone();
+        let sandboxes = sandboxes.clone();
         let agent_version = agent_version.clone();
         let labels: BTreeMap<String, String> = config.labels.clone();
         let max_jobs = config.max_jobs;
-        Arc::new(move || CapabilityAdvert {
-            seq: 0,
-            timestamp_ms: 0,
-            agent_version: agent_version.clone(),
-            wasm: Some(wasm_version.clone()),
-            docker_images: crate::lock(&images)
-                .as_ref()
-                .map(|i| i.iter().take(MAX_IMAGES).cloned().collect()),
-            cpu_cores: cores,
-            memory_bytes: memory,
-            max_jobs,
-            running_jobs: jobs.running_jobs(),
-            labels: labels.clone(),
-            listen_addrs: Vec::new(),
+        Arc::new(move || {
+            let mut advert = CapabilityAdvert {
+                seq: 0,
+                timestamp_ms: 0,
+                agent_version: agent_version.clone(),
+                wasm: None,
+                docker_images: None,
+                cpu_cores: cores,
+                memory_bytes: memory,
+                max_jobs,
+                running_jobs: jobs.running_jobs(),
+                labels: labels.clone(),
+                listen_addrs: Vec::new(),
+                executors: Vec::new(),
+            };
+            for c in sandboxes.capabilities() {
+                advert.add_executor(c.kind, c.version, c.images);
+            }
+            advert
         })
     };
     tasks.spawn(run_advert_loop(
@@ -549,44 +498,35 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         cancel.clone(),
     ));
 
-    if let Some((docker, _)) = &docker {
-        let docker = docker.clone();
-        let images = docker_images.clone();
+    {
+        let sandboxes = sandboxes.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(DOCKER_REFRESH);
+            let mut tick = tokio::time::interval(SANDBOX_REFRESH);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
-                    _ = tick.tick() => match docker.list_local_images().await {
-                        Ok(list) => *crate::lock(&images) = Some(list),
-                        Err(e) => debug!(error = %e, "cannot refresh docker images"),
-                    },
+                    _ = tick.tick() => sandboxes.refresh().await,
                 }
             }
         });
     }
 
     let executors: api::ExecutorsSource = {
-        let images = docker_images.clone();
-        let wasm_version = wasm_version.clone();
+        let sandboxes = sandboxes.clone();
         Arc::new(move || {
-            let mut v = vec![ExecutorInfo {
-                kind: "wasm".into(),
-                version: Some(wasm_version.clone()),
-                images: None,
-            }];
-            if let Some(list) = crate::lock(&images).as_ref() {
-                v.push(ExecutorInfo {
-                    kind: "docker".into(),
-                    version: None,
-                    images: Some(list.clone()),
-                });
-            }
-            v
+            sandboxes
+                .capabilities()
+                .into_iter()
+                .map(|c| ExecutorInfo {
+                    kind: c.kind.into(),
+                    version: c.version,
+                    images: c.images,
+                })
+                .collect()
         })
     };
     let router = api::router(ApiState {
@@ -637,7 +577,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
     tasks.spawn({
         let cancel = cancel.clone();
         async move {
-            let _keep = (wasm, docker);
+            let _keep = sandboxes;
             cancel.cancelled().await;
         }
     });

@@ -37,6 +37,23 @@ impl ExecutorSpec {
             Self::Docker { .. } => "docker",
         }
     }
+
+    /// The image id a node must hold to run it, for kinds that pin one.
+    pub fn pinned_image(&self) -> Option<&str> {
+        match self {
+            Self::Docker { digest, .. } => Some(digest),
+            Self::Wasm { .. } => None,
+        }
+    }
+
+    /// What it runs, as records show it: the module's blob id (hex) or
+    /// the image id.
+    pub fn program(&self) -> String {
+        match self {
+            Self::Wasm { module } => module.to_hex(),
+            Self::Docker { digest, .. } => digest.clone(),
+        }
+    }
 }
 
 /// Resource needs and limits for one execution.

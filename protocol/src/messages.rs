@@ -38,6 +38,54 @@ pub struct CapabilityAdvert {
     pub labels: BTreeMap<String, String>,
     /// Addresses where the node can be dialled.
     pub listen_addrs: Vec<String>,
+    /// Every executor kind the node runs (`ExecutorSpec::kind`), so a
+    /// new kind needs no field of its own; `wasm` and `docker` above
+    /// carry their details. Absent in adverts of older nodes.
+    #[serde(default)]
+    pub executors: Vec<String>,
+}
+
+impl CapabilityAdvert {
+    /// Records that the node runs `kind`, with its engine version and the
+    /// images it holds where the kind has them (at most
+    /// [`limits::MAX_IMAGES`]).
+    pub fn add_executor(
+        &mut self,
+        kind: &str,
+        version: Option<String>,
+        images: Option<Vec<String>>,
+    ) {
+        match kind {
+            "wasm" => self.wasm = Some(version.unwrap_or_default()),
+            "docker" => {
+                let mut images = images.unwrap_or_default();
+                images.truncate(limits::MAX_IMAGES);
+                self.docker_images = Some(images);
+            }
+            _ => {}
+        }
+        if !self.executors.iter().any(|k| k == kind) {
+            self.executors.push(kind.to_string());
+        }
+    }
+
+    /// The executor kinds the node runs, each with the image ids it holds
+    /// (empty for kinds without images). Reads older adverts too, which
+    /// only have `wasm` and `docker_images`.
+    pub fn executor_kinds(&self) -> BTreeMap<String, Vec<String>> {
+        let mut kinds: BTreeMap<String, Vec<String>> = self
+            .executors
+            .iter()
+            .map(|k| (k.clone(), Vec::new()))
+            .collect();
+        if self.wasm.is_some() {
+            kinds.entry("wasm".into()).or_default();
+        }
+        if let Some(images) = &self.docker_images {
+            kinds.insert("docker".into(), images.clone());
+        }
+        kinds
+    }
 }
 
 impl Bounded for CapabilityAdvert {
@@ -55,6 +103,7 @@ impl Bounded for CapabilityAdvert {
         }
         check_strings("advert.labels", self.labels.keys(), limits::MAX_LABELS)?;
         check_strings("advert.labels", self.labels.values(), limits::MAX_LABELS)?;
+        check_strings("advert.executors", &self.executors, limits::MAX_LABELS)?;
         check_strings("advert.listen_addrs", &self.listen_addrs, limits::MAX_ADDRS)
     }
 }

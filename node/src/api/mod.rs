@@ -429,13 +429,7 @@ async fn nodes(State(shared): State<Arc<Shared>>) -> Json<NodesInfo> {
         .into_iter()
         .map(|row| {
             let a = &row.record.advert;
-            let mut executors = Vec::new();
-            if a.wasm.is_some() {
-                executors.push("wasm".to_owned());
-            }
-            if a.docker_images.is_some() {
-                executors.push("docker".to_owned());
-            }
+            let executors: Vec<String> = a.executor_kinds().into_keys().collect();
             NodeInfo {
                 peer_id: row.peer.to_string(),
                 state: row.state.as_str().to_owned(),

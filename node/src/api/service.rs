@@ -137,9 +137,13 @@ impl Jobs {
             .blobs
             .get(id)
             .map_err(|e| JobsError::Internal(format!("reading module {}: {e}", id.short())))?;
-        self.ctx
-            .worker
-            .validate_wasm(&bytes)
+        let Some(wasm) = self.ctx.worker.sandboxes().wasm() else {
+            return Err(JobsError::BadRequest(format!(
+                "module {}: this node does not run wasm jobs",
+                id.short()
+            )));
+        };
+        wasm.validate(&bytes)
             .map_err(|e| JobsError::BadRequest(format!("module {}: {e}", id.short())))
     }
 
@@ -164,7 +168,7 @@ impl Jobs {
                 "image {image}: a digest is sha256: and 64 hex digits"
             )));
         }
-        let Some(docker) = self.ctx.worker.docker() else {
+        let Some(docker) = self.ctx.worker.sandboxes().docker() else {
             return Err(JobsError::BadRequest(format!(
                 "image {image}: this node has no docker to look the name up; pass its id (sha256:...)"
             )));
@@ -376,10 +380,7 @@ pub fn to_api(rec: &JobRecordDb, with_events: bool) -> JobRecord {
     let (executor, program, n, k) = match &spec {
         Some(s) => (
             s.executor.kind().to_string(),
-            match &s.executor {
-                ExecutorSpec::Wasm { module } => module.to_hex(),
-                ExecutorSpec::Docker { digest, .. } => digest.clone(),
-            },
+            s.executor.program(),
             s.replication.n,
             s.replication.k,
         ),

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_protocol::{ExecutorSpec, JobSpec, ResultBundle};
@@ -47,7 +47,7 @@ use serde_bytes::ByteBuf;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
-use super::{ExecError, ExecRequest, Executor, OutputStream};
+use super::{Capabilities, ExecError, ExecRequest, Executor, OutputStream};
 
 mod files;
 
@@ -123,6 +123,8 @@ pub struct DockerExecutor {
     /// CPUs the engine reports; `nano_cpus` above this is refused by
     /// Docker, so requests are capped to it.
     host_cpus: u32,
+    /// Local images as last listed, for [`Executor::capabilities`].
+    images: Arc<Mutex<Vec<String>>>,
 }
 
 /// Makes container names unique within this process.
@@ -131,7 +133,8 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl DockerExecutor {
     /// Connects to the engine, negotiates the API version and reads the
     /// host's CPU count. Fails with [`ExecError::DockerUnavailable`] if the
-    /// engine cannot be reached.
+    /// engine cannot be reached. The advertised image list starts empty
+    /// until [`Executor::refresh`].
     pub async fn connect(config: DockerConfig) -> Result<Self, ExecError> {
         let secs = config.api_timeout.as_secs().max(1);
         let where_ = config
@@ -174,6 +177,7 @@ impl DockerExecutor {
             docker,
             config: Arc::new(config),
             host_cpus,
+            images: Arc::default(),
         })
     }
 
@@ -566,6 +570,20 @@ impl DockerExecutor {
 impl Executor for DockerExecutor {
     fn kind(&self) -> &'static str {
         "docker"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: self.kind(),
+            version: None,
+            images: Some(crate::lock(&self.images).clone()),
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), ExecError> {
+        let list = self.list_local_images().await?;
+        *crate::lock(&self.images) = list;
+        Ok(())
     }
 
     async fn execute(&self, req: ExecRequest) -> Result<ResultBundle, ExecError> {

@@ -69,7 +69,7 @@ use self::determinism::{job_rng, job_seed_u128, StepClock};
 use self::fs::RunDirs;
 use self::limits::{Limiter, Stop, StopFlag};
 use self::pipe::CappedPipe;
-use super::{ExecError, ExecRequest, Executor, OutputStream};
+use super::{Capabilities, ExecError, ExecRequest, Executor, OutputStream};
 use crate::lock;
 
 /// `argv[0]` of every job: fixed, so programs that print it agree.
@@ -325,6 +325,21 @@ impl Executor for WasmExecutor {
         "wasm"
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: self.kind(),
+            version: Some(Self::engine_version()),
+            images: None,
+        }
+    }
+
+    fn program(&self, spec: &ExecutorSpec) -> Option<ContentId> {
+        match spec {
+            ExecutorSpec::Wasm { module } => Some(*module),
+            _ => None,
+        }
+    }
+
     async fn execute(&self, req: ExecRequest) -> Result<ResultBundle, ExecError> {
         let limit_ms = req.spec.spec().resources.timeout_ms;
         let span = tracing::info_span!("wasm_exec", job = %req.job_id.short());
@@ -351,6 +366,13 @@ impl Executor for WasmExecutor {
                 Err(ExecError::Timeout { limit_ms })
             }
         }
+    }
+}
+
+/// Resolves once `flag` is set, checking it every [`EPOCH_TICK`].
+async fn cancelled(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(EPOCH_TICK).await;
     }
 }
 
@@ -501,6 +523,7 @@ impl Inner {
             .map_err(|e| setup_error("setting fuel", e))?;
 
         let stop = Arc::new(StopFlag::default());
+        let watch = Arc::clone(&cancel);
         let limit = Duration::from_millis(limit_ms);
         // Budget for everything in /out: each declared file at its cap,
         // plus one cap of scratch space.
@@ -544,7 +567,7 @@ impl Inner {
         let outcome = rt.block_on(async {
             // Catches host calls that block past the limit (sleeps, polls),
             // which never reach an epoch check.
-            tokio::time::timeout(limit, async {
+            let run = tokio::time::timeout(limit, async {
                 let instance = pre
                     .instantiate_async(&mut store)
                     .await
@@ -553,8 +576,16 @@ impl Inner {
                     .get_typed_func::<(), ()>(&mut store, "_start")
                     .map_err(Phase::Instantiate)?;
                 start.call_async(&mut store, ()).await.map_err(Phase::Run)
-            })
-            .await
+            });
+            // And a cancel during such a call: the guest is dropped
+            // mid-call instead of sleeping on after the caller left.
+            tokio::select! {
+                r = run => r,
+                () = cancelled(&watch) => {
+                    stop.record(Stop::Cancelled);
+                    Ok(Ok(()))
+                }
+            }
         });
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let oom = store.data().limiter.hit();

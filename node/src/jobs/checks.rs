@@ -3,11 +3,13 @@
 //! checks of offers, bids and assignments as they arrive. No I/O, so every
 //! rule is unit tested here.
 
+use std::collections::BTreeMap;
+
 use agora_protocol::limits::MAX_GOSSIP_BYTES;
 use agora_protocol::validate::{FreshnessError, ReplayGuard};
 use agora_protocol::{
-    validate, Assignment, Bid, CapabilityAdvert, ContentId, DecodeError, ExecutorSpec, JobOffer,
-    JobSpec, PeerId, SignError, Signed, SpecError, ValidatedSpec,
+    validate, Assignment, Bid, CapabilityAdvert, ContentId, DecodeError, JobOffer, JobSpec, PeerId,
+    SignError, Signed, SpecError, ValidatedSpec,
 };
 
 /// A need of a job that a node may not meet.
@@ -37,10 +39,9 @@ impl std::fmt::Display for Requirement {
 /// What a node offers, as far as matching jobs goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capacity {
-    /// Runs Wasm jobs.
-    pub wasm: bool,
-    /// Docker image ids held, if it runs Docker.
-    pub docker_images: Option<Vec<String>>,
+    /// The executor kinds it runs (`ExecutorSpec::kind`), each with the
+    /// image ids it holds (empty for kinds whose jobs pin no image).
+    pub executors: BTreeMap<String, Vec<String>>,
     /// Memory offered in bytes.
     pub memory_bytes: u64,
     /// CPU cores offered.
@@ -50,8 +51,7 @@ pub struct Capacity {
 impl From<&CapabilityAdvert> for Capacity {
     fn from(a: &CapabilityAdvert) -> Self {
         Self {
-            wasm: a.wasm.is_some(),
-            docker_images: a.docker_images.clone(),
+            executors: a.executor_kinds(),
             memory_bytes: a.memory_bytes,
             cpu_cores: a.cpu_cores,
         }
@@ -60,16 +60,14 @@ impl From<&CapabilityAdvert> for Capacity {
 
 /// The first need of `spec` that `cap` does not meet, if any.
 pub fn unmet(spec: &JobSpec, cap: &Capacity) -> Option<Requirement> {
-    match &spec.executor {
-        ExecutorSpec::Wasm { .. } if !cap.wasm => return Some(Requirement::Executor("wasm")),
-        ExecutorSpec::Docker { digest, .. } => match &cap.docker_images {
-            None => return Some(Requirement::Executor("docker")),
-            Some(images) if !images.iter().any(|i| i == digest) => {
-                return Some(Requirement::Image(digest.clone()))
-            }
-            Some(_) => {}
-        },
-        ExecutorSpec::Wasm { .. } => {}
+    let kind = spec.executor.kind();
+    let Some(images) = cap.executors.get(kind) else {
+        return Some(Requirement::Executor(kind));
+    };
+    if let Some(digest) = spec.executor.pinned_image() {
+        if !images.iter().any(|i| i == digest) {
+            return Some(Requirement::Image(digest.to_string()));
+        }
     }
     if spec.resources.memory_bytes > cap.memory_bytes {
         return Some(Requirement::Memory(spec.resources.memory_bytes));
@@ -291,7 +289,7 @@ fn same_signer(signer: PeerId, sender: PeerId) -> Result<(), CheckError> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use agora_protocol::{NodeKey, Replication, Resources};
+    use agora_protocol::{ExecutorSpec, NodeKey, Replication, Resources};
 
     use super::*;
 
@@ -328,9 +326,12 @@ mod tests {
     }
 
     fn cap(images: Option<&[&str]>, memory: u64) -> Capacity {
+        let mut executors = BTreeMap::from([("wasm".to_string(), Vec::new())]);
+        if let Some(i) = images {
+            executors.insert("docker".into(), i.iter().map(|s| s.to_string()).collect());
+        }
         Capacity {
-            wasm: true,
-            docker_images: images.map(|i| i.iter().map(|s| s.to_string()).collect()),
+            executors,
             memory_bytes: memory,
             cpu_cores: 2,
         }
@@ -360,7 +361,7 @@ mod tests {
             Some(Requirement::Cpu(3000))
         );
         let mut no_wasm = cap(None, 128 * MIB);
-        no_wasm.wasm = false;
+        no_wasm.executors.remove("wasm");
         assert_eq!(
             unmet(&wasm_spec(MIB), &no_wasm),
             Some(Requirement::Executor("wasm"))

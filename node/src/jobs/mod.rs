@@ -43,8 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use self::state::JobEvent;
 use crate::blobs::BlobStore;
-use crate::executor::docker::DockerExecutor;
-use crate::executor::wasm::WasmExecutor;
+use crate::executor::registry::Sandboxes;
 use crate::network::adverts::SharedPeerBook;
 use crate::network::peeraddrs::PeerAddrs;
 use crate::network::NetworkHandle;
@@ -136,12 +135,9 @@ pub struct JobsDeps {
     pub db: sled::Db,
     /// Nodes heard from (capabilities).
     pub book: SharedPeerBook,
-    /// The Wasm sandbox.
-    pub wasm: WasmExecutor,
-    /// The Docker sandbox, if Docker runs here.
-    pub docker: Option<DockerExecutor>,
-    /// Docker image ids held locally (refreshed by the daemon).
-    pub docker_images: Arc<Mutex<Option<Vec<String>>>>,
+    /// The sandboxes, by executor kind (their capabilities refreshed by
+    /// the daemon).
+    pub sandboxes: Arc<Sandboxes>,
     /// Where the metrics go.
     pub registry: prometheus::Registry,
     /// This node's opinion of its peers.
@@ -209,7 +205,7 @@ impl Jobs {
         let metrics = JobMetrics::new(&deps.registry)
             .map_err(|e| JobsError::Internal(format!("registering job metrics: {e}")))?;
         let db = JobDb::open(&deps.db).map_err(|e| JobsError::Internal(e.to_string()))?;
-        let worker = WorkerState::new(&cfg, deps.wasm, deps.docker, deps.docker_images);
+        let worker = WorkerState::new(&cfg, deps.sandboxes);
         Ok(Self {
             ctx: Arc::new(Ctx {
                 me: deps.key.peer_id(),

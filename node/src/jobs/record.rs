@@ -217,9 +217,62 @@ pub enum WorkState {
     /// Ran; the report has not been delivered yet.
     Done(AttestReport),
     /// Could not run; the error has not been delivered yet.
-    Failed(String),
+    Failed(Failure),
     /// The submitter has the answer.
     Delivered,
+    /// The submitter cancelled it: the sandbox was stopped and nothing is
+    /// owed to anyone, so a restart neither resumes nor reports it.
+    Cancelled,
+}
+
+/// Why an assignment produced no report, as sent to its submitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "FailureRepr")]
+pub struct Failure {
+    /// What went wrong, for people (names the broken limit and its flag).
+    pub error: String,
+    /// The limit broken, or whether the executor could not start it.
+    pub kind: FailKind,
+}
+
+impl From<String> for Failure {
+    /// A failure with no better kind than [`FailKind::Crashed`].
+    fn from(error: String) -> Self {
+        Self {
+            error,
+            kind: FailKind::Crashed,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(error: &str) -> Self {
+        error.to_string().into()
+    }
+}
+
+/// What a stored [`Failure`] may look like: records written before the
+/// kind was kept hold the bare text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FailureRepr {
+    /// Older records: the text only.
+    Text(String),
+    /// Text and kind.
+    Full {
+        error: String,
+        #[serde(default)]
+        kind: FailKind,
+    },
+}
+
+impl From<FailureRepr> for Failure {
+    fn from(r: FailureRepr) -> Self {
+        match r {
+            FailureRepr::Text(error) => error.into(),
+            FailureRepr::Full { error, kind } => Self { error, kind },
+        }
+    }
 }
 
 /// The worker's record of one accepted assignment.
@@ -237,4 +290,30 @@ pub struct WorkItem {
     pub accepted_at_ms: u64,
     /// Where it stands.
     pub state: WorkState,
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use agora_protocol::codec;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_stored_as_bare_text_still_loads() {
+        // How WorkState::Failed was stored before it kept the kind.
+        #[derive(Serialize)]
+        enum Old {
+            Failed(String),
+        }
+        let old = codec::encode(&Old::Failed("boom".into()));
+        let state: WorkState = codec::decode_unbounded(&old, 1 << 20).unwrap();
+        assert_eq!(state, WorkState::Failed("boom".into()));
+
+        let new = WorkState::Failed(Failure {
+            error: "timed out".into(),
+            kind: FailKind::TimedOut,
+        });
+        let back: WorkState = codec::decode_unbounded(&codec::encode(&new), 1 << 20).unwrap();
+        assert_eq!(back, new);
+    }
 }

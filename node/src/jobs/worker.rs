@@ -13,25 +13,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_protocol::{
-    codec, validate, Acceptance, Attestation, Bid, ContentId, ExecutorSpec, JobSpec, PeerId,
-    Signed, ValidatedSpec,
+    codec, validate, Acceptance, Attestation, Bid, ContentId, JobSpec, PeerId, Signed,
+    ValidatedSpec,
 };
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::checks::{check_assignment, unmet, Capacity, CheckedOffer, Requirement};
 use super::fault::Tampered;
 use super::link::{deliver, DeliverError};
-use super::record::{WorkItem, WorkState};
+use super::record::{Failure, WorkItem, WorkState};
 use super::{Ctx, JobsConfig};
 use crate::blobs;
 use crate::clock::unix_now_ms;
-use crate::executor::docker::DockerExecutor;
-use crate::executor::wasm::WasmExecutor;
+use crate::executor::registry::Sandboxes;
 use crate::executor::{ExecError, ExecRequest, Executor};
 use crate::lock;
 use agora_protocol::limits::MAX_INLINE_BUNDLE_BYTES;
-use agora_protocol::rpc::{AttestReport, BundleRef, Request, Response, RpcError};
+use agora_protocol::rpc::{AttestReport, BundleRef, FailKind, Request, Response, RpcError};
 
 /// Offers remembered so each is bid on once.
 const BID_MEMORY: usize = 4096;
@@ -46,17 +46,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The worker's shared state.
 pub(crate) struct WorkerState {
-    wasm: WasmExecutor,
-    docker: Option<DockerExecutor>,
-    docker_images: Arc<Mutex<Option<Vec<String>>>>,
+    /// The sandboxes by executor kind; the worker names no kind itself.
+    sandboxes: Arc<Sandboxes>,
     memory_bytes: u64,
     cpu_cores: u32,
     max_jobs: u32,
     queue_len: u32,
     /// One permit per job run at once.
     slots: Arc<Semaphore>,
-    /// Accepted assignments not finished yet.
-    accepted: Mutex<HashSet<ContentId>>,
+    /// Accepted assignments not finished yet, each with the token that
+    /// stops it (queued or running) when its submitter cancels it.
+    accepted: Mutex<HashMap<ContentId, CancellationToken>>,
     /// Of those, the ones running in a sandbox now.
     running: AtomicU32,
     /// Jobs bid on recently, oldest first.
@@ -69,23 +69,16 @@ pub(crate) struct WorkerState {
 }
 
 impl WorkerState {
-    pub(crate) fn new(
-        cfg: &JobsConfig,
-        wasm: WasmExecutor,
-        docker: Option<DockerExecutor>,
-        docker_images: Arc<Mutex<Option<Vec<String>>>>,
-    ) -> Self {
+    pub(crate) fn new(cfg: &JobsConfig, sandboxes: Arc<Sandboxes>) -> Self {
         let max_jobs = cfg.max_jobs.max(1);
         Self {
-            wasm,
-            docker,
-            docker_images,
+            sandboxes,
             memory_bytes: cfg.memory_bytes,
             cpu_cores: cfg.cpu_cores,
             max_jobs,
             queue_len: cfg.queue_len,
             slots: Arc::new(Semaphore::new(max_jobs as usize)),
-            accepted: Mutex::new(HashSet::new()),
+            accepted: Mutex::new(HashMap::new()),
             running: AtomicU32::new(0),
             bid_on: Mutex::new((VecDeque::new(), HashSet::new())),
             promised: Mutex::new(HashMap::new()),
@@ -93,9 +86,9 @@ impl WorkerState {
         }
     }
 
-    /// The Docker sandbox, if Docker runs here.
-    pub(crate) fn docker(&self) -> Option<&DockerExecutor> {
-        self.docker.as_ref()
+    /// The sandboxes, for the submit API's per-kind checks.
+    pub(crate) fn sandboxes(&self) -> &Sandboxes {
+        &self.sandboxes
     }
 
     /// Assignments accepted and not finished.
@@ -105,20 +98,15 @@ impl WorkerState {
 
     fn capacity(&self) -> Capacity {
         Capacity {
-            wasm: true,
-            docker_images: self
-                .docker
-                .as_ref()
-                .and_then(|_| lock(&self.docker_images).clone()),
+            executors: self
+                .sandboxes
+                .capabilities()
+                .into_iter()
+                .map(|c| (c.kind.to_string(), c.images.unwrap_or_default()))
+                .collect(),
             memory_bytes: self.memory_bytes,
             cpu_cores: self.cpu_cores,
         }
-    }
-
-    /// Checks a Wasm module with this node's engine (see
-    /// [`WasmExecutor::validate`]).
-    pub(crate) fn validate_wasm(&self, bytes: &[u8]) -> Result<(), ExecError> {
-        self.wasm.validate(bytes)
     }
 
     /// The first need of `spec` this node does not meet.
@@ -130,16 +118,33 @@ impl WorkerState {
         (self.max_jobs + self.queue_len) as usize
     }
 
-    /// Takes a place for `job`; false when full (or already taken). A
-    /// place promised by a bid on `job` becomes this one.
-    fn reserve(&self, job: ContentId) -> bool {
+    /// Takes a place for `job` and returns the token that cancels it;
+    /// `None` when full (or already taken). A place promised by a bid on
+    /// `job` becomes this one.
+    fn reserve(&self, job: ContentId) -> Option<CancellationToken> {
         let promised = {
             let mut p = lock(&self.promised);
             p.remove(&job);
             p.len()
         };
         let mut acc = lock(&self.accepted);
-        acc.len() + promised < self.limit() && acc.insert(job)
+        if acc.len() + promised >= self.limit() || acc.contains_key(&job) {
+            return None;
+        }
+        let token = CancellationToken::new();
+        acc.insert(job, token.clone());
+        Some(token)
+    }
+
+    /// Stops `job` if it is queued or running here; false if it is not.
+    fn stop(&self, job: &ContentId) -> bool {
+        match lock(&self.accepted).get(job) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Promises a place to `job` for a bid; false when every place is
@@ -249,13 +254,13 @@ pub(crate) async fn on_assign(
     if let Some(req) = ctx.worker.can_run(checked.validated.spec()) {
         return Response::Error(RpcError::Declined(format!("this node lacks {req}")));
     }
-    if !ctx.worker.reserve(job) {
+    let Some(stop) = ctx.worker.reserve(job) else {
         return Response::Error(RpcError::Declined(format!(
             "no room: {} assignments accepted (max {})",
             ctx.worker.active_count(),
             ctx.worker.limit()
         )));
-    }
+    };
     let item = WorkItem {
         spec: checked.assignment.spec.clone(),
         submitter: checked.submitter,
@@ -270,8 +275,48 @@ pub(crate) async fn on_assign(
         return Response::Error(RpcError::Busy);
     }
     let response = accepted(ctx, job, &item);
-    spawn_execute(ctx, job, item, checked.validated);
+    spawn_execute(ctx, job, item, checked.validated, stop);
     response
+}
+
+/// Stops an assignment its submitter no longer needs: a queued one leaves
+/// the queue, a running one's sandbox is stopped at once, and the record
+/// is marked [`WorkState::Cancelled`] so a restart does not resume it.
+/// Only the job's submitter may; for an unknown or finished job it is a
+/// no-op (cancelling twice is fine).
+pub(crate) async fn on_cancel(
+    ctx: &Arc<Ctx>,
+    peer: PeerId,
+    job: ContentId,
+    attempt: u32,
+) -> Response {
+    let mut item = match ctx.db.work(&job) {
+        Ok(Some(item)) => item,
+        Ok(None) => return Response::Ack,
+        Err(e) => {
+            warn!(error = %e, "work store read failed");
+            return Response::Error(RpcError::Busy);
+        }
+    };
+    if item.submitter != peer {
+        return Response::Error(RpcError::Declined(
+            "only the job's submitter may cancel it".into(),
+        ));
+    }
+    if item.attempt != attempt || !matches!(item.state, WorkState::Accepted) {
+        return Response::Ack;
+    }
+    info!(job = %job.short(), "cancelled by its submitter");
+    // The execute task records the cancel; without one (it already
+    // ended), the record is marked here.
+    if !ctx.worker.stop(&job) {
+        item.state = WorkState::Cancelled;
+        if let Err(e) = ctx.db.put_work(&job, &item).await {
+            warn!(error = %e, "cannot persist a cancelled assignment");
+            return Response::Error(RpcError::Busy);
+        }
+    }
+    Response::Ack
 }
 
 /// The signed acceptance of a persisted assignment.
@@ -284,26 +329,51 @@ fn accepted(ctx: &Ctx, job: ContentId, item: &WorkItem) -> Response {
     }))
 }
 
-fn spawn_execute(ctx: &Arc<Ctx>, job: ContentId, item: WorkItem, spec: ValidatedSpec) {
+fn spawn_execute(
+    ctx: &Arc<Ctx>,
+    job: ContentId,
+    item: WorkItem,
+    spec: ValidatedSpec,
+    stop: CancellationToken,
+) {
     let ctx2 = ctx.clone();
     let span = tracing::info_span!("execute", job = %job.short(), submitter = %item.submitter);
     ctx.tasks
-        .spawn(async move { execute(&ctx2, job, item, spec).await }.instrument(span));
+        .spawn(async move { execute(&ctx2, job, item, spec, stop).await }.instrument(span));
 }
 
-async fn execute(ctx: &Arc<Ctx>, job: ContentId, mut item: WorkItem, spec: ValidatedSpec) {
+async fn execute(
+    ctx: &Arc<Ctx>,
+    job: ContentId,
+    mut item: WorkItem,
+    spec: ValidatedSpec,
+    stop: CancellationToken,
+) {
+    // Dropping run_job's future stops the sandbox (see Executor::execute)
+    // and frees its slot.
     let outcome = tokio::select! {
         // Shutdown: the item stays Accepted and is resumed at restart.
         () = ctx.cancel.cancelled() => { ctx.worker.release(&job); return; }
-        r = run_job(ctx, job, &item, spec) => r,
+        () = stop.cancelled() => None,
+        r = run_job(ctx, job, &item, spec) => Some(r),
     };
     item.state = match outcome {
-        Ok(Some(report)) => WorkState::Done(report),
+        None => {
+            ctx.metrics
+                .executions
+                .with_label_values(&["cancelled"])
+                .inc();
+            WorkState::Cancelled
+        }
+        Some(Ok(Some(report))) => WorkState::Done(report),
         // A `drop` fault: accepted, never answered.
-        Ok(None) => WorkState::Delivered,
-        Err(e) => {
-            info!(error = %e, "assignment failed");
-            WorkState::Failed(truncate(&e, MAX_ERROR_CHARS))
+        Some(Ok(None)) => WorkState::Delivered,
+        Some(Err(e)) => {
+            info!(error = %e.text, kind = e.kind.as_str(), "assignment failed");
+            WorkState::Failed(Failure {
+                error: truncate(&e.text, MAX_ERROR_CHARS),
+                kind: e.kind,
+            })
         }
     };
     if let Err(e) = ctx.db.put_work(&job, &item).await {
@@ -311,6 +381,43 @@ async fn execute(ctx: &Arc<Ctx>, job: ContentId, mut item: WorkItem, spec: Valid
     }
     ctx.worker.release(&job);
     deliver_result(ctx, job, item).await;
+}
+
+/// Why a run produced no report: the text for people and the kind the
+/// submitter records.
+#[derive(Debug)]
+struct RunError {
+    /// The broken limit, or whether the job could not be started here.
+    kind: FailKind,
+    /// What went wrong.
+    text: String,
+}
+
+impl RunError {
+    /// The job could not be started here (a blob, a slot).
+    fn unable(text: impl Into<String>) -> Self {
+        Self {
+            kind: FailKind::Unable,
+            text: text.into(),
+        }
+    }
+
+    /// Something failed that is neither a limit nor a missing input.
+    fn crashed(text: impl Into<String>) -> Self {
+        Self {
+            kind: FailKind::Crashed,
+            text: text.into(),
+        }
+    }
+}
+
+impl From<ExecError> for RunError {
+    fn from(e: ExecError) -> Self {
+        Self {
+            kind: e.fail_kind(),
+            text: e.to_string(),
+        }
+    }
 }
 
 /// Decrements the running count when a run ends, however it ends.
@@ -327,13 +434,13 @@ async fn run_job(
     job: ContentId,
     item: &WorkItem,
     spec: ValidatedSpec,
-) -> Result<Option<AttestReport>, String> {
+) -> Result<Option<AttestReport>, RunError> {
     let remaining = || Duration::from_millis(item.deadline_ms.saturating_sub(unix_now_ms()));
     let w = &ctx.worker;
     let _permit = tokio::time::timeout(remaining(), w.slots.clone().acquire_owned())
         .await
-        .map_err(|_| "no free slot before the deadline".to_string())?
-        .map_err(|_| "the worker is shutting down".to_string())?;
+        .map_err(|_| RunError::unable("no free slot before the deadline"))?
+        .map_err(|_| RunError::unable("the worker is shutting down"))?;
     w.running.fetch_add(1, Ordering::Relaxed);
     let _running = Running(&w.running);
 
@@ -348,22 +455,21 @@ async fn run_job(
                 remaining(),
             )
             .await
-            .map_err(|e| format!("fetching blob {}: {e}", id.short()))?;
+            .map_err(|e| RunError::unable(format!("fetching blob {}: {e}", id.short())))?;
         }
     }
+    let sandbox = w.sandboxes.for_spec(&spec.spec().executor)?.clone();
+    let program = sandbox.program(&spec.spec().executor);
     let (module, stdin, inputs) = {
         let store = ctx.blobs.clone();
         let s = spec.spec().clone();
-        tokio::task::spawn_blocking(move || -> Result<_, String> {
+        tokio::task::spawn_blocking(move || -> Result<_, RunError> {
             let get = |id: &ContentId| {
                 store
                     .get(id)
-                    .map_err(|e| format!("blob {}: {e}", id.short()))
+                    .map_err(|e| RunError::unable(format!("blob {}: {e}", id.short())))
             };
-            let module = match &s.executor {
-                ExecutorSpec::Wasm { module } => get(module)?,
-                ExecutorSpec::Docker { .. } => Vec::new(),
-            };
+            let module = program.as_ref().map(get).transpose()?.unwrap_or_default();
             let stdin = s.stdin.as_ref().map(get).transpose()?.unwrap_or_default();
             let mut inputs = std::collections::BTreeMap::new();
             for (name, id) in &s.inputs {
@@ -372,9 +478,8 @@ async fn run_job(
             Ok((module, stdin, inputs))
         })
         .await
-        .map_err(|e| e.to_string())??
+        .map_err(|e| RunError::crashed(e.to_string()))??
     };
-    let docker = matches!(spec.spec().executor, ExecutorSpec::Docker { .. });
     let req = ExecRequest {
         job_id: job,
         spec,
@@ -382,20 +487,13 @@ async fn run_job(
         stdin,
         inputs,
     };
-    let result = if docker {
-        match &w.docker {
-            Some(d) => d.execute(req).await,
-            None => return Err("this node does not run docker jobs".into()),
-        }
-    } else {
-        w.wasm.execute(req).await
-    };
+    let result = sandbox.execute(req).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.kind(),
     };
     ctx.metrics.executions.with_label_values(&[outcome]).inc();
-    let bundle = result.map_err(|e| e.to_string())?;
+    let bundle = result?;
     let nth = ctx.worker.produced.fetch_add(1, Ordering::Relaxed);
     let bundle = match ctx
         .cfg
@@ -425,8 +523,8 @@ async fn run_job(
         let size = encoded.len() as u64;
         let id = tokio::task::spawn_blocking(move || store.put(&encoded))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("storing the result bundle: {e}"))?;
+            .map_err(|e| RunError::crashed(e.to_string()))?
+            .map_err(|e| RunError::crashed(format!("storing the result bundle: {e}")))?;
         BundleRef::Blob { id, size }
     };
     Ok(Some(AttestReport {
@@ -442,13 +540,13 @@ async fn run_job(
 async fn deliver_result(ctx: &Arc<Ctx>, job: ContentId, mut item: WorkItem) {
     let request = match &item.state {
         WorkState::Done(r) => Request::Attest(r.clone()),
-        WorkState::Failed(e) => Request::ExecFailed {
+        WorkState::Failed(f) => Request::ExecFailed {
             job,
             attempt: item.attempt,
-            error: e.clone(),
-            kind: agora_protocol::FailKind::Crashed,
+            error: f.error.clone(),
+            kind: f.kind,
         },
-        WorkState::Accepted | WorkState::Delivered => return,
+        WorkState::Accepted | WorkState::Delivered | WorkState::Cancelled => return,
     };
     let give_up = item.deadline_ms.saturating_add(DELIVERY_GRACE_MS);
     let mut backoff = Duration::from_millis(250);
@@ -488,7 +586,7 @@ pub(crate) async fn resume_all(ctx: &Arc<Ctx>) {
     }
     for (job, mut item) in items {
         match &item.state {
-            WorkState::Delivered => {}
+            WorkState::Delivered | WorkState::Cancelled => {}
             WorkState::Done(_) | WorkState::Failed(_) => {
                 let ctx2 = ctx.clone();
                 ctx.tasks
@@ -501,18 +599,23 @@ pub(crate) async fn resume_all(ctx: &Arc<Ctx>) {
                     .map_err(|e| e.to_string())
                     .and_then(|v| validate(v.value).map_err(|e| e.to_string()));
                 let runnable = unix_now_ms() < item.deadline_ms;
-                match spec {
-                    Ok(spec) if runnable && ctx.worker.reserve(job) => {
+                let stop = match &spec {
+                    Ok(_) if runnable => ctx.worker.reserve(job),
+                    _ => None,
+                };
+                match (spec, stop) {
+                    (Ok(spec), Some(stop)) => {
                         info!(job = %job.short(), "resuming an accepted assignment");
-                        spawn_execute(ctx, job, item, spec);
+                        spawn_execute(ctx, job, item, spec, stop);
                     }
-                    other => {
+                    (other, _) => {
                         let why = match other {
-                            Err(e) => format!("stored assignment unreadable: {e}"),
-                            Ok(_) => {
-                                "the executor restarted and could not finish before the deadline"
-                                    .into()
-                            }
+                            Err(e) => Failure::from(format!("stored assignment unreadable: {e}")),
+                            Ok(_) => Failure {
+                                error: "the executor restarted and could not finish before the deadline"
+                                    .into(),
+                                kind: FailKind::Unable,
+                            },
                         };
                         item.state = WorkState::Failed(why);
                         if let Err(e) = ctx.db.put_work(&job, &item).await {

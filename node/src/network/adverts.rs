@@ -442,6 +442,7 @@ mod tests {
             running_jobs: 0,
             labels: BTreeMap::from([("region".to_owned(), "eu".to_owned())]),
             listen_addrs: vec!["/memory/7".into()],
+            executors: Vec::new(),
         }
     }
 

@@ -308,6 +308,7 @@ mod tests {
             running_jobs: 0,
             labels: BTreeMap::new(),
             listen_addrs: vec![],
+            executors: Vec::new(),
         }
     }
 

@@ -89,6 +89,7 @@ mod tests {
             running_jobs: 0,
             labels: BTreeMap::new(),
             listen_addrs: vec![],
+            executors: Vec::new(),
         };
         let s = key.sign(&a);
         (a, s)

@@ -117,6 +117,7 @@ pub fn template_advert() -> CapabilityAdvert {
         running_jobs: 0,
         labels: BTreeMap::from([("region".to_owned(), "test".to_owned())]),
         listen_addrs: vec![],
+        executors: Vec::new(),
     }
 }
 

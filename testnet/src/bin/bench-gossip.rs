@@ -68,6 +68,7 @@ fn advert(seq: u64) -> CapabilityAdvert {
         running_jobs: 0,
         labels: BTreeMap::new(),
         listen_addrs: vec![],
+        executors: Vec::new(),
     }
 }
 
