@@ -1,6 +1,7 @@
 //! A job's life where it cannot run as asked, or where a user or an
 //! executor interrupts it: found at submission, refused or failed at once
-//! with the reason; a restarted executor's answer still counts.
+//! with the reason; a restarted executor's answer still counts; a cancel
+//! stops the executors' sandboxes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -112,5 +113,41 @@ async fn an_executor_restarted_mid_job_resumes_and_its_answer_counts() {
         .unwrap();
     assert_eq!(back.state, "answered", "{job:#?}");
     assert_eq!(back.agrees, Some(true), "{job:#?}");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_executors_and_stops_their_sandboxes() {
+    let net = Net::start(4, false).await;
+    let sub = net.node(3);
+    let module = sub.jobs().blobs().put(&sleeper(60)).unwrap().to_hex();
+    let mut job = wasm_job(&module, 3, 2);
+    job.timeout_ms = Some(90_000);
+    let id = sub.jobs().submit(job).await.unwrap().id;
+    assigned(&net, 3, &id, 3).await;
+    for i in 0..3 {
+        let jobs = net.node(i).jobs().clone();
+        wait_for(DEADLINE, "each executor running the job", || {
+            let jobs = jobs.clone();
+            async move { (jobs.running_jobs() == 1).then_some(()) }
+        })
+        .await;
+    }
+
+    let cancelled = net.node(3).jobs().cancel(&id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    // Far less than the minute the sandboxes would otherwise run.
+    for i in 0..3 {
+        let jobs = net.node(i).jobs().clone();
+        wait_for(
+            Duration::from_secs(10),
+            "the executor to stop the job",
+            || {
+                let jobs = jobs.clone();
+                async move { (jobs.running_jobs() == 0).then_some(()) }
+            },
+        )
+        .await;
+    }
     net.shutdown().await;
 }

@@ -27,8 +27,7 @@ struct Table {
 
 fn capable() -> Capacity {
     Capacity {
-        wasm: true,
-        docker_images: None,
+        executors: BTreeMap::from([("wasm".to_string(), Vec::new())]),
         memory_bytes: 1 << 30,
         cpu_cores: 4,
     }
