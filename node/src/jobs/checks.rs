@@ -475,10 +475,11 @@ mod tests {
     #[test]
     fn required_labels_must_be_offered_with_the_same_value() {
         let gpu = requiring(&[("gpu", "true")]);
-        let want = Some(Requirement::Label {
+        let label = Requirement::Label {
             key: "gpu".into(),
             value: "true".into(),
-        });
+        };
+        let want = Some(label.clone());
         assert_eq!(unmet(&gpu, &labelled(&[])), want);
         assert_eq!(unmet(&gpu, &labelled(&[("gpu", "false")])), want);
         assert_eq!(unmet(&gpu, &labelled(&[("region", "eu")])), want);
@@ -486,7 +487,7 @@ mod tests {
             unmet(&gpu, &labelled(&[("gpu", "true"), ("region", "eu")])),
             None
         );
-        assert_eq!(want.unwrap().to_string(), "label gpu=true");
+        assert_eq!(label.to_string(), "label gpu=true");
         let both = requiring(&[("gpu", "true"), ("model", "resnet50")]);
         assert!(!meets_requirements(
             &both,
