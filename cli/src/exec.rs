@@ -126,6 +126,7 @@ pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
         replication: Replication { n: 1, k: 1 },
         created_at_ms: unix_now_ms(),
         nonce: rand::random(),
+        requires: BTreeMap::new(),
     };
     let spec = validate(spec).context("invalid job")?;
     // A local run has no submitter identity; an ephemeral key still gives

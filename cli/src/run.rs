@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::job::{deliver, get_record, get_result, note, short_id};
-use crate::jobopts::{milli_cpus, read_file, RunOpts};
+use crate::jobopts::{milli_cpus, read_file, split_pair, RunOpts};
 use crate::node::{explain, human_bytes, print_json, short_peer, ApiOpt};
 use crate::output::{check_output_dir, executor_failure};
 
@@ -88,12 +88,36 @@ pub struct NetOpts {
     /// one node's word (see docs/benchmarks.md for the trade-off).
     #[arg(long, value_name = "MODE", default_value = "fixed")]
     pub replication: ReplicationMode,
+    /// Run only on nodes whose operator labels include KEY=VALUE
+    /// (`agora daemon --label`), e.g. `--require gpu=true`; repeatable,
+    /// all must match. Fails at once if no online node has them.
+    #[arg(long = "require", value_name = "KEY=VALUE")]
+    pub requires: Vec<String>,
     /// Print the job id and return at once; see it later with `agora job
     /// status ID` and `agora job result ID`.
     #[arg(long)]
     pub detach: bool,
     #[command(flatten)]
     pub api: ApiOpt,
+}
+
+impl NetOpts {
+    /// The `--require` pairs: label key -> value.
+    fn requires_map(&self) -> Result<BTreeMap<String, String>> {
+        let mut requires = BTreeMap::new();
+        for pair in &self.requires {
+            let (k, v) = split_pair(pair, "--require")?;
+            if k.is_empty() {
+                bail!("--require {pair}: the label key is empty");
+            }
+            if let Some(old) = requires.insert(k.to_owned(), v.to_owned()) {
+                if old != v {
+                    bail!("--require {k} is given twice, as {old} and {v}");
+                }
+            }
+        }
+        Ok(requires)
+    }
 }
 
 /// Exit code when the user stops waiting with Ctrl-C (128 + SIGINT).
@@ -141,6 +165,7 @@ pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
         );
     }
     let env = opts.env_map()?;
+    let requires = net.requires_map()?;
     let input_files = opts.input_files()?;
     if let Some(dir) = &opts.output_dir {
         check_output_dir(dir)?;
@@ -179,6 +204,7 @@ pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
         max_output_bytes: Some(opts.max_output),
         allow_local: net.allow_local,
         replication: net.replication,
+        requires,
     };
     let rec: JobRecord = client
         .post_json("/api/v1/jobs", &submit)
@@ -491,6 +517,34 @@ mod tests {
         let mut all = vec!["run"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|c| c.run)
+    }
+
+    #[test]
+    fn require_is_repeatable_and_checked() {
+        let net = |args: &[&str]| match parse(args).unwrap() {
+            RunCommand::Wasm { net, .. } | RunCommand::Docker { net, .. } => net,
+        };
+        let n = net(&[
+            "wasm",
+            "m.wasm",
+            "--require",
+            "gpu=true",
+            "--require",
+            "model=resnet50",
+        ]);
+        let want: BTreeMap<String, String> = [("gpu", "true"), ("model", "resnet50")]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        assert_eq!(n.requires_map().unwrap(), want);
+        assert!(net(&["wasm", "m.wasm"]).requires_map().unwrap().is_empty());
+        for bad in [
+            &["wasm", "m.wasm", "--require", "gpu"][..],
+            &["wasm", "m.wasm", "--require", "=true"],
+            &["wasm", "m.wasm", "--require", "gpu=a", "--require", "gpu=b"],
+        ] {
+            assert!(net(bad).requires_map().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

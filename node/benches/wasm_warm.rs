@@ -26,6 +26,7 @@ fn request(module: &[u8]) -> ExecRequest {
         replication: Replication { n: 1, k: 1 },
         created_at_ms: 0,
         nonce: 0,
+        requires: BTreeMap::new(),
     };
     ExecRequest {
         job_id: ContentId::of(b"bench"),

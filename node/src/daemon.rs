@@ -438,6 +438,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             fault: config.fault.clone(),
             uniform_selection: config.uniform_selection,
             adaptive: config.adaptive,
+            labels: config.labels.clone(),
             ..JobsConfig::default()
         },
         JobsDeps {

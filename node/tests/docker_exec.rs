@@ -83,6 +83,7 @@ fn base_spec(digest: &str, args: &[&str]) -> JobSpec {
         replication: Replication::default(),
         created_at_ms: 0,
         nonce: 0,
+        requires: BTreeMap::new(),
     }
 }
 

@@ -78,6 +78,7 @@ async fn a_docker_job_is_verified_two_of_three() {
                 replication: Replication::default(),
                 created_at_ms: 0,
                 nonce: 0,
+                requires: BTreeMap::new(),
             })
             .unwrap(),
             module: vec![],

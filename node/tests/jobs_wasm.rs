@@ -85,6 +85,7 @@ async fn wasm_jobs_on_a_five_node_network() {
                 replication: Replication::default(),
                 created_at_ms: 0,
                 nonce: 0,
+                requires: BTreeMap::new(),
             })
             .unwrap(),
             module: module.clone(),

@@ -127,6 +127,7 @@ impl Job {
             replication: Replication::default(),
             created_at_ms: 0,
             nonce: 0,
+            requires: BTreeMap::new(),
         };
         ExecRequest {
             job_id: ContentId::of(self.job_seed.as_bytes()),

@@ -48,6 +48,7 @@ async fn hundred_mib_of_stdout_is_capped_without_growing_the_process() {
         replication: Replication::default(),
         created_at_ms: 0,
         nonce: 0,
+        requires: BTreeMap::new(),
     };
     let req = ExecRequest {
         job_id: ContentId::of(b"flood"),

@@ -27,6 +27,7 @@ fn offer(key: &NodeKey) -> JobOffer {
         replication: Replication::default(),
         created_at_ms: 1_700_000_000_000,
         nonce: 42,
+        requires: BTreeMap::new(),
     };
     JobOffer {
         spec: key.sign(&spec),

@@ -123,6 +123,12 @@ pub struct JobSpec {
     pub created_at_ms: u64,
     /// Random salt chosen by the submitter.
     pub nonce: u64,
+    /// Operator labels an executor must advertise with exactly these values
+    /// (`gpu=true`): only such nodes bid. Left out of the encoding when
+    /// empty, so a spec without requirements keeps the bytes, and the job
+    /// id, it had before the field existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requires: BTreeMap<String, String>,
 }
 
 impl JobSpec {
@@ -141,6 +147,7 @@ impl JobSpec {
             replication: Replication::default(),
             created_at_ms: 0,
             nonce: 0,
+            requires: BTreeMap::new(),
         }
     }
 
@@ -173,6 +180,8 @@ impl Bounded for JobSpec {
         check_strings("spec.env", self.env.values(), limits::MAX_ENV)?;
         check_strings("spec.inputs", self.inputs.keys(), limits::MAX_FILES)?;
         check_strings("spec.outputs", &self.outputs, limits::MAX_FILES)?;
+        check_strings("spec.requires", self.requires.keys(), limits::MAX_LABELS)?;
+        check_strings("spec.requires", self.requires.values(), limits::MAX_LABELS)?;
         check_u64(
             "spec.resources.memory_bytes",
             self.resources.memory_bytes,

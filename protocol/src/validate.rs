@@ -315,6 +315,11 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
     for name in spec.inputs.keys() {
         check_file_name(SpecField::Inputs, name)?;
     }
+    // An empty key matches no label a node can advertise (the daemon
+    // refuses one), so the job could never run anywhere.
+    if spec.requires.contains_key("") {
+        return Err(bad("spec.requires", "", "label keys must not be empty"));
+    }
     let mut seen = BTreeSet::new();
     for path in &spec.outputs {
         check_output_path(path)?;
@@ -482,6 +487,7 @@ mod tests {
             replication: Replication::default(),
             created_at_ms: 1,
             nonce: 2,
+            requires: BTreeMap::new(),
         }
     }
 
@@ -541,6 +547,54 @@ mod tests {
         let mut s = spec();
         s.args = vec!["x".into(); limits::MAX_ARGS + 1];
         assert!(matches!(validate(s), Err(SpecError::Limit(_))));
+    }
+
+    #[test]
+    fn required_labels_are_bounded_with_non_empty_keys() {
+        let mut s = spec();
+        s.requires.insert("gpu".into(), "true".into());
+        s.requires.insert("model".into(), String::new());
+        assert!(validate(s).is_ok());
+        let mut s = spec();
+        s.requires.insert(String::new(), "true".into());
+        assert!(
+            matches!(
+                validate(s),
+                Err(SpecError::BadName {
+                    field: "spec.requires",
+                    ..
+                })
+            ),
+            "empty key accepted"
+        );
+        let mut s = spec();
+        s.requires = (0..=limits::MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(matches!(validate(s), Err(SpecError::Limit(_))));
+        let mut s = spec();
+        s.requires
+            .insert("gpu".into(), "x".repeat(limits::MAX_STRING_BYTES + 1));
+        assert!(matches!(validate(s), Err(SpecError::Limit(_))));
+        let mut s = spec();
+        s.requires
+            .insert("k".repeat(limits::MAX_STRING_BYTES + 1), "v".into());
+        assert!(matches!(validate(s), Err(SpecError::Limit(_))));
+    }
+
+    #[test]
+    fn a_spec_without_requirements_encodes_as_before() {
+        // The field is left out when empty, so job ids made before it
+        // existed stay the same; with requirements it is carried.
+        let plain = crate::codec::encode(&spec());
+        assert!(!plain.windows(8).any(|w| w == b"requires"));
+        let mut s = spec();
+        s.requires.insert("gpu".into(), "true".into());
+        let bytes = crate::codec::encode(&s);
+        let back: JobSpec = crate::codec::decode(&bytes, 1 << 20).unwrap();
+        assert_eq!(back, s);
+        let old: JobSpec = crate::codec::decode(&plain, 1 << 20).unwrap();
+        assert_eq!(old, spec());
     }
 
     #[test]

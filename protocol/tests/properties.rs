@@ -65,6 +65,7 @@ fn spec() -> impl Strategy<Value = JobSpec> {
                     replication: Replication { n, k },
                     created_at_ms,
                     nonce,
+                    requires: BTreeMap::new(),
                 }
             },
         )
@@ -192,6 +193,7 @@ fn every_single_byte_tamper_of_a_signed_offer_fails() {
         replication: Replication::default(),
         created_at_ms: 1,
         nonce: 2,
+        requires: BTreeMap::new(),
     };
     let original = k.sign(&offer(s, &k)).encode();
     for i in 0..original.len() {
@@ -289,6 +291,7 @@ fn unknown_version_and_oversize_are_typed_errors() {
         replication: Replication::default(),
         created_at_ms: 0,
         nonce: 0,
+        requires: BTreeMap::new(),
     };
     s.args = vec!["a".into(); agora_protocol::limits::MAX_ARGS + 1];
     assert!(matches!(

@@ -127,6 +127,7 @@ impl Jobs {
             },
             created_at_ms: unix_now_ms(),
             nonce: rand::random(),
+            requires: req.requires,
         })
     }
 

@@ -183,6 +183,10 @@ pub struct SubmitJob {
     /// executor alone, with random spot checks at k-of-n).
     #[serde(default)]
     pub replication: ReplicationMode,
+    /// Operator labels an executor must advertise (`gpu=true`); only
+    /// nodes with all of them run the job.
+    #[serde(default)]
+    pub requires: BTreeMap<String, String>,
 }
 
 impl SubmitJob {
@@ -204,6 +208,7 @@ impl SubmitJob {
             max_output_bytes: None,
             allow_local: false,
             replication: ReplicationMode::Fixed,
+            requires: BTreeMap::new(),
         }
     }
 }

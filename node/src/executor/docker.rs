@@ -882,6 +882,7 @@ mod tests {
             replication: Replication::default(),
             created_at_ms: 0,
             nonce: 0,
+            requires: BTreeMap::new(),
         }
     }
 

@@ -23,6 +23,13 @@ pub enum Requirement {
     Memory(u64),
     /// CPU in thousandths of a core.
     Cpu(u32),
+    /// An operator label the job requires (`agora run --require K=V`).
+    Label {
+        /// The label's key.
+        key: String,
+        /// The value it must have.
+        value: String,
+    },
 }
 
 impl std::fmt::Display for Requirement {
@@ -32,6 +39,7 @@ impl std::fmt::Display for Requirement {
             Self::Image(d) => write!(f, "docker image {d}"),
             Self::Memory(b) => write!(f, "{} MiB of memory", b.div_ceil(1024 * 1024)),
             Self::Cpu(m) => write!(f, "{}.{:03} CPUs", m / 1000, m % 1000),
+            Self::Label { key, value } => write!(f, "label {}={}", clip(key), clip(value)),
         }
     }
 }
@@ -46,6 +54,8 @@ pub struct Capacity {
     pub memory_bytes: u64,
     /// CPU cores offered.
     pub cpu_cores: u32,
+    /// Operator labels, matched against a job's `requires`.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl From<&CapabilityAdvert> for Capacity {
@@ -54,6 +64,7 @@ impl From<&CapabilityAdvert> for Capacity {
             executors: a.executor_kinds(),
             memory_bytes: a.memory_bytes,
             cpu_cores: a.cpu_cores,
+            labels: a.labels.clone(),
         }
     }
 }
@@ -75,7 +86,69 @@ pub fn unmet(spec: &JobSpec, cap: &Capacity) -> Option<Requirement> {
     if u64::from(spec.resources.milli_cpus) > u64::from(cap.cpu_cores) * 1000 {
         return Some(Requirement::Cpu(spec.resources.milli_cpus));
     }
-    None
+    unmet_label(spec, &cap.labels)
+}
+
+/// The first label `spec` requires that `labels` lacks or gives another
+/// value, if any.
+pub fn unmet_label(spec: &JobSpec, labels: &BTreeMap<String, String>) -> Option<Requirement> {
+    spec.requires
+        .iter()
+        .find(|(k, v)| labels.get(*k) != Some(*v))
+        .map(|(k, v)| Requirement::Label {
+            key: k.clone(),
+            value: v.clone(),
+        })
+}
+
+/// Whether a node advertising `labels` has every label `spec` requires.
+/// The submitter calls it on each bid with the bidder's advertised labels:
+/// an honest node without them never bids, but selection must not rest
+/// on that.
+pub fn meets_requirements(spec: &JobSpec, labels: &BTreeMap<String, String>) -> bool {
+    unmet_label(spec, labels).is_none()
+}
+
+/// Longest label key or value shown in a message: labels come from peers'
+/// adverts and may be up to `MAX_STRING_BYTES` long.
+const MAX_SHOWN_LABEL_CHARS: usize = 64;
+/// Most distinct labels listed when none offers a required one.
+const MAX_SHOWN_LABELS: usize = 8;
+
+fn clip(s: &str) -> String {
+    if s.chars().count() <= MAX_SHOWN_LABEL_CHARS {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(MAX_SHOWN_LABEL_CHARS).collect();
+        format!("{head}...")
+    }
+}
+
+/// The labels the `online` nodes offer, most common first, for a message:
+/// `region=eu (3 nodes), gpu=false (1 node)`.
+fn labels_seen(online: &[Capacity]) -> String {
+    let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (k, v) in online.iter().flat_map(|c| c.labels.iter()) {
+        *count.entry((k.as_str(), v.as_str())).or_default() += 1;
+    }
+    if count.is_empty() {
+        return "no online node has any label".to_owned();
+    }
+    let mut pairs: Vec<_> = count.into_iter().collect();
+    pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let more = pairs.len().saturating_sub(MAX_SHOWN_LABELS);
+    let mut shown: Vec<String> = pairs
+        .iter()
+        .take(MAX_SHOWN_LABELS)
+        .map(|((k, v), n)| {
+            let s = if *n == 1 { "" } else { "s" };
+            format!("{}={} ({n} node{s})", clip(k), clip(v))
+        })
+        .collect();
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    format!("labels seen: {}", shown.join(", "))
 }
 
 /// Explains why no node can run `spec`, given the capacities of the
@@ -90,6 +163,24 @@ pub fn explain_no_capable(spec: &JobSpec, online: &[Capacity], known: usize) -> 
             "no capable node: this node knows {known} other node(s) and none is online"
         ));
     }
+    // A required label that no online node has at all is the answer
+    // whatever else they lack: no amount of memory makes a node a GPU one.
+    if let Some((key, value)) = spec
+        .requires
+        .iter()
+        .find(|(k, v)| !online.iter().any(|c| c.labels.get(*k) == Some(*v)))
+    {
+        let label = Requirement::Label {
+            key: key.clone(),
+            value: value.clone(),
+        };
+        return Some(format!(
+            "no capable node: {} online node(s) of {known} known, none offers {label} \
+             (required by the job); {}",
+            online.len(),
+            labels_seen(online)
+        ));
+    }
     // Name the need of the node that came closest (unmet() checks in this
     // order): a node with Docker but not the image says more than one
     // without Docker at all.
@@ -101,6 +192,9 @@ pub fn explain_no_capable(spec: &JobSpec, online: &[Capacity], known: usize) -> 
             Requirement::Image(_) => 1,
             Requirement::Memory(_) => 2,
             Requirement::Cpu(_) => 3,
+            // Every required label is offered somewhere (checked above),
+            // but not all of them by one node that also has the rest.
+            Requirement::Label { .. } => 4,
         })?;
     let detail = match &first {
         Requirement::Memory(_) => {
@@ -111,10 +205,22 @@ pub fn explain_no_capable(spec: &JobSpec, online: &[Capacity], known: usize) -> 
             let most = online.iter().map(|c| c.cpu_cores).max().unwrap_or(0);
             format!(" (the most any offers is {most} CPUs)")
         }
+        Requirement::Label { .. } => format!("; {}", labels_seen(online)),
         _ => String::new(),
     };
+    let need = match &first {
+        Requirement::Label { .. } => format!(
+            "all of the labels {} with the job's other needs",
+            spec.requires
+                .iter()
+                .map(|(k, v)| format!("{}={}", clip(k), clip(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    };
     Some(format!(
-        "no capable node: {} online node(s) of {known} known, none offers {first}{detail}",
+        "no capable node: {} online node(s) of {known} known, none offers {need}{detail}",
         online.len()
     ))
 }
@@ -312,6 +418,7 @@ mod tests {
             replication: Replication::default(),
             created_at_ms: 1_000,
             nonce: 7,
+            requires: BTreeMap::new(),
         }
     }
 
@@ -334,7 +441,90 @@ mod tests {
             executors,
             memory_bytes: memory,
             cpu_cores: 2,
+            labels: BTreeMap::new(),
         }
+    }
+
+    fn labelled(pairs: &[(&str, &str)]) -> Capacity {
+        Capacity {
+            labels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..cap(None, 128 * MIB)
+        }
+    }
+
+    fn requiring(pairs: &[(&str, &str)]) -> JobSpec {
+        JobSpec {
+            requires: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..wasm_spec(MIB)
+        }
+    }
+
+    #[test]
+    fn required_labels_must_be_offered_with_the_same_value() {
+        let gpu = requiring(&[("gpu", "true")]);
+        let label = Requirement::Label {
+            key: "gpu".into(),
+            value: "true".into(),
+        };
+        let want = Some(label.clone());
+        assert_eq!(unmet(&gpu, &labelled(&[])), want);
+        assert_eq!(unmet(&gpu, &labelled(&[("gpu", "false")])), want);
+        assert_eq!(unmet(&gpu, &labelled(&[("region", "eu")])), want);
+        assert_eq!(
+            unmet(&gpu, &labelled(&[("gpu", "true"), ("region", "eu")])),
+            None
+        );
+        assert_eq!(label.to_string(), "label gpu=true");
+        let both = requiring(&[("gpu", "true"), ("model", "resnet50")]);
+        assert!(!meets_requirements(
+            &both,
+            &labelled(&[("gpu", "true")]).labels
+        ));
+        assert!(meets_requirements(
+            &both,
+            &labelled(&[("gpu", "true"), ("model", "resnet50")]).labels
+        ));
+        // No requirement: any labels do.
+        assert!(meets_requirements(&wasm_spec(MIB), &BTreeMap::new()));
+        assert_eq!(unmet(&wasm_spec(MIB), &labelled(&[("gpu", "no")])), None);
+    }
+
+    #[test]
+    fn the_explanation_names_the_label_nobody_offers_and_those_seen() {
+        let nodes = [
+            labelled(&[("region", "eu")]),
+            labelled(&[("region", "eu"), ("gpu", "false")]),
+            labelled(&[("region", "eu")]),
+        ];
+        let why = explain_no_capable(&requiring(&[("gpu", "true")]), &nodes, 3).unwrap();
+        assert!(why.contains("none offers label gpu=true"), "{why}");
+        assert!(why.contains("3 online node(s) of 3 known"), "{why}");
+        assert!(
+            why.contains("labels seen: region=eu (3 nodes), gpu=false (1 node)"),
+            "{why}"
+        );
+        // The missing label is named even when memory is short too.
+        let mut big = requiring(&[("gpu", "true")]);
+        big.resources.memory_bytes = 1024 * MIB;
+        let why = explain_no_capable(&big, &nodes, 3).unwrap();
+        assert!(why.contains("label gpu=true"), "{why}");
+        // Each label is offered, but never both by one node.
+        let split = [labelled(&[("gpu", "true")]), labelled(&[("model", "x")])];
+        let why =
+            explain_no_capable(&requiring(&[("gpu", "true"), ("model", "x")]), &split, 2).unwrap();
+        assert!(why.contains("gpu=true, model=x"), "{why}");
+        assert_eq!(
+            explain_no_capable(&requiring(&[("gpu", "false")]), &nodes, 3),
+            None
+        );
+        let why = explain_no_capable(&requiring(&[("gpu", "true")]), &[labelled(&[])], 1).unwrap();
+        assert!(why.contains("no online node has any label"), "{why}");
     }
 
     #[test]

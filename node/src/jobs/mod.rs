@@ -31,7 +31,7 @@ pub mod submitter;
 pub mod worker;
 pub mod world;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,6 +103,9 @@ pub struct JobsConfig {
     pub uniform_selection: bool,
     /// When adaptive jobs may run on one trusted executor.
     pub adaptive: AdaptivePolicy,
+    /// This node's operator labels: it bids only on jobs whose required
+    /// labels are all among them.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for JobsConfig {
@@ -119,6 +122,7 @@ impl Default for JobsConfig {
             fault: None,
             uniform_selection: false,
             adaptive: AdaptivePolicy::default(),
+            labels: BTreeMap::new(),
         }
     }
 }

@@ -255,6 +255,7 @@ mod tests {
             replication: Replication::default(),
             created_at_ms: 1,
             nonce,
+            requires: BTreeMap::new(),
         })
     }
 

@@ -7,7 +7,7 @@
 //! queue_len` are accepted. A restarted worker finishes what it had
 //! accepted if the deadline still allows, and otherwise reports it failed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +50,8 @@ pub(crate) struct WorkerState {
     sandboxes: Arc<Sandboxes>,
     memory_bytes: u64,
     cpu_cores: u32,
+    /// Operator labels, matched against jobs' `requires`.
+    labels: BTreeMap<String, String>,
     max_jobs: u32,
     queue_len: u32,
     /// One permit per job run at once.
@@ -75,6 +77,7 @@ impl WorkerState {
             sandboxes,
             memory_bytes: cfg.memory_bytes,
             cpu_cores: cfg.cpu_cores,
+            labels: cfg.labels.clone(),
             max_jobs,
             queue_len: cfg.queue_len,
             slots: Arc::new(Semaphore::new(max_jobs as usize)),
@@ -106,6 +109,7 @@ impl WorkerState {
                 .collect(),
             memory_bytes: self.memory_bytes,
             cpu_cores: self.cpu_cores,
+            labels: self.labels.clone(),
         }
     }
 

@@ -93,6 +93,7 @@ async fn honest_stdout(module: &[u8]) -> Result<Vec<u8>> {
         replication: Replication::default(),
         created_at_ms: 0,
         nonce: 0,
+        requires: Default::default(),
     })?;
     let b = WasmExecutor::new(WasmConfig::default())?
         .execute(ExecRequest {
