@@ -76,6 +76,8 @@ pub enum SpecField {
     Inputs,
     /// `outputs`, set by `--output`.
     Outputs,
+    /// `requires`, set by `--require`.
+    Requires,
 }
 
 impl SpecField {
@@ -93,6 +95,7 @@ impl SpecField {
             Self::Env => "--env",
             Self::Inputs => "--input",
             Self::Outputs => "--output",
+            Self::Requires => "--require",
         }
     }
 
@@ -108,6 +111,7 @@ impl SpecField {
             Self::Digest => "spec.executor.digest",
             Self::Args => "spec.args",
             Self::Env => "spec.env",
+            Self::Requires => "spec.requires",
             Self::Inputs => "spec.inputs",
             Self::Outputs => "spec.outputs",
         }
@@ -318,7 +322,7 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
     // An empty key matches no label a node can advertise (the daemon
     // refuses one), so the job could never run anywhere.
     if spec.requires.contains_key("") {
-        return Err(bad("spec.requires", "", "label keys must not be empty"));
+        return Err(bad(SpecField::Requires, "", "label keys must not be empty"));
     }
     let mut seen = BTreeSet::new();
     for path in &spec.outputs {
@@ -561,7 +565,7 @@ mod tests {
             matches!(
                 validate(s),
                 Err(SpecError::BadName {
-                    field: "spec.requires",
+                    field: SpecField::Requires,
                     ..
                 })
             ),

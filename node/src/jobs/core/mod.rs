@@ -55,7 +55,7 @@ use agora_verifier::select::Candidate;
 use agora_verifier::PlanKind;
 
 use self::failure::{tally_text, JobFailure};
-use super::checks::{explain_no_capable, unmet, Capacity};
+use super::checks::{explain_no_capable, meets_requirements, unmet, Capacity};
 use super::record::{ExecutorState, JobRecordDb, QuorumInput, StoredExecutor, StoredResult};
 use super::state::{AdaptivePlan, JobEvent, JobState, ReplicationMode};
 
@@ -487,7 +487,7 @@ impl JobCore {
         }
         match input {
             Input::Start => self.on_start(world),
-            Input::Bid { peer, bid, subnet } => self.on_bid(peer, &bid, subnet),
+            Input::Bid { peer, bid, subnet } => self.on_bid(peer, &bid, subnet, world),
             Input::Report { peer, report } => self.on_report(peer, *report),
             Input::Failed {
                 peer,

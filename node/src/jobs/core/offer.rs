@@ -260,9 +260,28 @@ impl JobCore {
         });
     }
 
-    pub(super) fn on_bid(&mut self, peer: PeerId, bid: &Bid, subnet: Option<u64>) {
+    pub(super) fn on_bid(
+        &mut self,
+        peer: PeerId,
+        bid: &Bid,
+        subnet: Option<u64>,
+        world: &dyn World,
+    ) {
         if peer == self.cfg.me || self.pool.contains_key(&peer) || self.used().contains(&peer) {
             return;
+        }
+        // A bid is the bidder's word; its signed advert is what it offers.
+        // A job that requires labels goes only to nodes advertising them.
+        if !self.spec.requires.is_empty() {
+            let (online, _) = world.online();
+            let offers = online
+                .iter()
+                .any(|(p, c)| *p == peer && meets_requirements(&self.spec, &c.labels));
+            if !offers {
+                let detail = "its advert does not offer the labels the job requires".into();
+                self.event("bid_refused", Some(peer), detail);
+                return;
+            }
         }
         self.pool
             .insert(peer, Candidate::from_bid(peer, bid).with_subnet(subnet));

@@ -23,6 +23,8 @@ const TIMEOUT_MS: u64 = 10_000;
 struct Table {
     online: Vec<PeerId>,
     plan: PlanKind,
+    /// Labels advertised, by node (none for the others).
+    labels: BTreeMap<PeerId, BTreeMap<String, String>>,
 }
 
 fn capable() -> Capacity {
@@ -30,12 +32,21 @@ fn capable() -> Capacity {
         executors: BTreeMap::from([("wasm".to_string(), Vec::new())]),
         memory_bytes: 1 << 30,
         cpu_cores: 4,
+        labels: BTreeMap::new(),
     }
 }
 
 impl World for Table {
     fn online(&self) -> (Vec<(PeerId, Capacity)>, usize) {
-        let online = self.online.iter().map(|p| (*p, capable())).collect();
+        let online = self
+            .online
+            .iter()
+            .map(|p| {
+                let mut c = capable();
+                c.labels = self.labels.get(p).cloned().unwrap_or_default();
+                (*p, c)
+            })
+            .collect();
         (online, self.online.len())
     }
 
@@ -93,6 +104,16 @@ impl Fixture {
     }
 
     fn with(n: u8, k: u8, executors: usize, replication: ReplicationMode) -> Self {
+        Self::requiring(n, k, executors, replication, BTreeMap::new())
+    }
+
+    fn requiring(
+        n: u8,
+        k: u8,
+        executors: usize,
+        replication: ReplicationMode,
+        requires: BTreeMap<String, String>,
+    ) -> Self {
         let submitter = NodeKey::generate();
         let spec = submitter.sign(&JobSpec {
             executor: ExecutorSpec::Wasm {
@@ -110,6 +131,7 @@ impl Fixture {
             replication: Replication { n, k },
             created_at_ms: 1,
             nonce: 7,
+            requires,
         });
         let rec = JobRecordDb {
             spec,
@@ -140,6 +162,7 @@ impl Fixture {
             world: Table {
                 online: keys.iter().map(NodeKey::peer_id).collect(),
                 plan: PlanKind::Full,
+                labels: BTreeMap::new(),
             },
             keys,
             now: 1_000,
@@ -326,6 +349,43 @@ fn a_job_is_offered_assigned_and_verified_when_every_answer_agrees() {
         .position(|a| matches!(a, Action::Event(e) if e.state.is_final()))
         .unwrap();
     assert!(persist < final_event, "the final event waits for the write");
+}
+
+#[test]
+fn a_job_requiring_a_label_takes_bids_only_from_nodes_advertising_it() {
+    let gpu = BTreeMap::from([("gpu".to_string(), "true".to_string())]);
+    let mut f = Fixture::requiring(2, 2, 4, ReplicationMode::Fixed, gpu.clone());
+    for i in [1, 3] {
+        let p = f.peer(i);
+        f.world.labels.insert(p, gpu.clone());
+    }
+    f.step(Input::Start);
+    for i in 0..4 {
+        f.bid(i);
+    }
+    f.at(f.now + 2_000);
+    let mut ran: Vec<PeerId> = f.core.record().executors.iter().map(|e| e.peer).collect();
+    ran.sort();
+    let mut want = vec![f.peer(1), f.peer(3)];
+    want.sort();
+    assert_eq!(ran, want);
+    let refused = f
+        .core
+        .record()
+        .events
+        .iter()
+        .filter(|e| e.kind == "bid_refused");
+    assert_eq!(refused.count(), 2);
+}
+
+#[test]
+fn a_job_requiring_a_label_nobody_offers_fails_at_start_naming_it() {
+    let gpu = BTreeMap::from([("gpu".to_string(), "true".to_string())]);
+    let mut f = Fixture::requiring(2, 2, 3, ReplicationMode::Fixed, gpu);
+    f.step(Input::Start);
+    assert_eq!(f.state(), JobState::Failed);
+    let reason = f.core.record().reason.clone().unwrap();
+    assert!(reason.contains("label gpu=true"), "{reason}");
 }
 
 #[test]
