@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 testnet/fixtures/build.sh >/dev/null
-cargo run --quiet --release -p agora-testnet --bin bench-checks -- \
+cargo run --quiet -p agora-testnet --bin bench-checks -- \
   testnet/fixtures/build/hello.wasm "${1:-50}" 4

@@ -16,6 +16,10 @@
 //! Everything here is synchronous file and sled I/O: async callers use
 //! `spawn_blocking`.
 //!
+//! Length: about 880 lines before its tests, over the usual 700: the
+//! index, the files, partial downloads and GC share one invariant (an
+//! indexed blob's file exists and hashes to its id), kept in one place.
+//!
 //! [`open`]: BlobStore::open
 
 use std::collections::HashSet;

@@ -40,6 +40,10 @@
 //! Runs happen on tokio's blocking pool, each driving wasmtime's async API
 //! on a private current-thread runtime, so the caller's reactor is never
 //! blocked.
+//!
+//! Length: just over 700 lines: one run's set-up and its limit mapping
+//! read together; limits, pipes, files, determinism and the module cache
+//! already live in `wasm/`.
 
 mod cache;
 pub mod determinism;
