@@ -699,6 +699,32 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_executor_that_comes_back_is_counted_again() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut q = quorum(3, 3, 6, &keys);
+        q.attest(&att(&keys[0], job(), h("r"))).unwrap();
+        q.attest(&att(&keys[1], job(), h("r"))).unwrap();
+        assert!(matches!(
+            q.crashed(keys[2].peer_id()).unwrap(),
+            Decision::NeedMore { how_many: 1, .. }
+        ));
+        assert_eq!(q.reinstate(keys[2].peer_id()).unwrap(), Decision::Pending);
+        let checked = att(&keys[2], job(), h("r")).check().unwrap();
+        assert!(matches!(
+            q.attest_checked(&checked).unwrap(),
+            Decision::Verified { .. }
+        ));
+        // Only a crashed slot comes back; a decided quorum takes nothing.
+        assert!(q.reinstate(keys[0].peer_id()).is_err());
+        let mut q = quorum(3, 2, 6, &keys);
+        q.missed(keys[0].peer_id()).unwrap();
+        assert!(matches!(
+            q.reinstate(keys[0].peer_id()),
+            Err(QuorumError::AlreadyEnded { .. })
+        ));
+    }
+
+    #[test]
     fn colluders_who_answer_first_do_not_win() {
         // Two colluders fill two of three places and answer first: the
         // honest third is still running and could dispute, so nothing is
