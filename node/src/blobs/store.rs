@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::clock::unix_now_ms;
+use crate::clock::{millis, unix_now_ms};
 use crate::fsutil::FileError;
 
 use agora_protocol::units::human_bytes;
@@ -288,8 +288,8 @@ impl BlobStore {
             tmp_seq: AtomicU64::new(0),
             partial_locks: KeyedLocks::default(),
             fetch_locks: KeyedLocks::default(),
-            gc_grace_ms: AtomicU64::new(ms(DEFAULT_GC_GRACE)),
-            partial_max_age_ms: AtomicU64::new(ms(DEFAULT_PARTIAL_MAX_AGE)),
+            gc_grace_ms: AtomicU64::new(millis(DEFAULT_GC_GRACE)),
+            partial_max_age_ms: AtomicU64::new(millis(DEFAULT_PARTIAL_MAX_AGE)),
             metrics: BlobMetrics::new()?,
         };
         let store = Self {
@@ -443,7 +443,9 @@ impl BlobStore {
     /// Changes how recently used a blob must be to escape gc even when
     /// unreferenced (default [`DEFAULT_GC_GRACE`]).
     pub fn set_gc_grace(&self, grace: Duration) {
-        self.inner.gc_grace_ms.store(ms(grace), Ordering::Relaxed);
+        self.inner
+            .gc_grace_ms
+            .store(millis(grace), Ordering::Relaxed);
     }
 
     /// Changes how long an untouched partial download is kept (default
@@ -451,7 +453,7 @@ impl BlobStore {
     pub fn set_partial_max_age(&self, age: Duration) {
         self.inner
             .partial_max_age_ms
-            .store(ms(age), Ordering::Relaxed);
+            .store(millis(age), Ordering::Relaxed);
     }
 
     /// Stores `bytes`; returns their id. Idempotent; atomic (a temp file,
@@ -866,7 +868,7 @@ impl BlobStore {
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                .map_or(0, millis);
             if modified.saturating_add(max_age) <= now {
                 remove_if_present(&e.path())?;
                 debug!(blob = %id.short(), size = meta.len(), "stale partial download collected");
@@ -876,11 +878,6 @@ impl BlobStore {
         }
         Ok(())
     }
-}
-
-/// A duration in whole milliseconds, saturating.
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -73,7 +73,6 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, peer: PeerId, request: Request) -> Op
             },
         ),
         Request::Assign(signed) => worker::on_assign(ctx, peer, signed).await,
-        // The executor side of a cancel is not wired yet.
         Request::Cancel { job, attempt } => worker::on_cancel(ctx, peer, job, attempt).await,
         Request::GetBlob { id, offset, len } => {
             blobs::serve_chunk(&ctx.blobs, id, offset, len).await

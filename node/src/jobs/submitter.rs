@@ -18,7 +18,7 @@ use super::record::JobRecordDb;
 use super::state::{JobEvent, JobState};
 use super::world::NodeWorld;
 use super::{results, ActiveJob, Ctx};
-use crate::clock::unix_now_ms;
+use crate::clock::{millis, unix_now_ms};
 use crate::lock;
 use crate::reputation;
 
@@ -33,8 +33,8 @@ const OFFLINE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) fn start(ctx: &Arc<Ctx>, rec: JobRecordDb) -> Result<(), String> {
     let cfg = CoreConfig {
         me: ctx.me,
-        bid_window_ms: duration_ms(ctx.cfg.bid_window),
-        bid_window_max_ms: duration_ms(ctx.cfg.bid_window_max),
+        bid_window_ms: millis(ctx.cfg.bid_window),
+        bid_window_max_ms: millis(ctx.cfg.bid_window_max),
     };
     let core = JobCore::new(cfg, rec).map_err(|e| e.to_string())?;
     let id = core.id();
@@ -90,10 +90,6 @@ pub(crate) async fn resume_all(ctx: &Arc<Ctx>) {
             warn!(job = %id.short(), error = %e, "cannot resume job");
         }
     }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One job's task.

@@ -24,7 +24,7 @@ impl JobCore {
         if let Some(why) = explain_no_capable(&self.spec, &caps, known) {
             return Some(JobFailure::NoCapable(why));
         }
-        let capable = self.capable_count(world);
+        let capable = self.capable_among(&online);
         let k = self.quorum.k();
         (capable < usize::from(k)).then_some(JobFailure::TooFewCapable {
             k,
@@ -38,10 +38,13 @@ impl JobCore {
     /// job, whose adverts say they can run it: the ones a new offer may
     /// still bring in.
     pub(super) fn capable_count(&self, world: &dyn World) -> usize {
+        self.capable_among(&world.online().0)
+    }
+
+    /// [`JobCore::capable_count`] over a list of online nodes already read.
+    fn capable_among(&self, online: &[(PeerId, Capacity)]) -> usize {
         let used = self.used();
-        world
-            .online()
-            .0
+        online
             .iter()
             .filter(|(p, _)| *p != self.cfg.me && !used.contains(p))
             .filter(|(_, c)| unmet(&self.spec, c).is_none())
@@ -179,7 +182,7 @@ impl JobCore {
             offers: self.rec.offers,
             known,
             online: caps.len(),
-            capable: self.capable_count(world),
+            capable: self.capable_among(&online),
             undelivered: self.publish_error.clone(),
         }
     }
