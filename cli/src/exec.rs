@@ -92,7 +92,11 @@ pub async fn run(cmd: ExecCommand, data_dir: &Path) -> Result<i32> {
             let milli_cpus = milli_cpus(cpus)?;
             let docker = docker(data_dir).await?;
             let digest = docker.resolve_image(&image).await?;
-            let spec = ExecutorSpec::Docker { image, digest };
+            let spec = ExecutorSpec::Docker {
+                image,
+                digest,
+                manifest: None,
+            };
             (spec, opts, cmd, milli_cpus, Vec::new())
         }
     };

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod exec;
+mod image;
 mod job;
 mod jobopts;
 mod node;
@@ -66,6 +67,10 @@ enum Command {
     ///
     /// Settings come from DATA_DIR/config.toml, overridden by these flags.
     Daemon(node::DaemonArgs),
+    /// Share Docker images with the network: push a local image so
+    /// executors without it can fetch it, list the images served here.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Show the running daemon's identity, addresses and executors.
     Id(node::QueryArgs),
     /// List the peers the running daemon is connected to.
@@ -113,6 +118,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Run(cmd) => run::run(cmd, &client_setup(dir, log)?).await,
         Command::Job(cmd) => job::run(cmd, &client_setup(dir, log)?).await,
         Command::Daemon(args) => daemon(args, dir, log).await,
+        Command::Image(cmd) => image::run(cmd, &client_setup(dir, log)?).await,
         Command::Id(args) => node::id(args, &client_setup(dir, log)?).await,
         Command::Peers(args) => node::peers(args, &client_setup(dir, log)?).await,
         Command::Nodes(args) => node::nodes(args, &client_setup(dir, log)?).await,

@@ -53,10 +53,20 @@ pub struct DaemonArgs {
     #[arg(long)]
     testnet: bool,
     /// Misbehave on purpose as executor, to test byzantine tolerance:
-    /// lie, collude=GROUP, slow, drop, flaky or sleeper=N (honest for N
-    /// results, then lies). Needs --testnet.
+    /// lie, collude=GROUP, slow, drop, flaky, sleeper=N (honest for N
+    /// results, then lies) or corrupt-blobs (serves flipped blob bytes).
+    /// Needs --testnet.
     #[arg(long, value_name = "MODE", requires = "testnet")]
     fault: Option<String>,
+    /// Do not fetch Docker images from peers: run only jobs whose image
+    /// this node's engine already holds.
+    #[arg(long)]
+    no_image_fetch: bool,
+    /// Disk the images agora fetched and loaded into Docker may take
+    /// (least recently used removed first; images agora did not load are
+    /// never removed); default 8GiB.
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    image_cache: Option<u64>,
 }
 
 /// How a client command finds its daemon.
@@ -103,6 +113,8 @@ pub fn daemon_config(
         testnet: args.testnet,
         fault: args.fault.clone(),
         trust: args.trust.clone(),
+        no_image_fetch: args.no_image_fetch,
+        image_cache_bytes: args.image_cache,
     })?)
 }
 

@@ -8,6 +8,7 @@
 //! exit code. Ctrl-C only stops the waiting: the job goes on.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -296,16 +297,19 @@ async fn wait_and_deliver(
     data_dir: &Path,
 ) -> Result<i32> {
     let mut progress = Progress::new(&rec);
-    let last = follow(client, &rec.id, |e| note(&progress.line(e)))
-        .await
-        .map_err(|e| explain(e, data_dir))
-        .with_context(|| {
-            format!(
-                "following job {}; it may go on: `agora job status {}`",
-                rec.id,
-                short_id(&rec.id)
-            )
-        })?;
+    let mut screen = Screen::new();
+    let last = follow(client, &rec.id, |e| {
+        screen.show(&progress.line(e), image_percent(e))
+    })
+    .await
+    .map_err(|e| explain(e, data_dir))
+    .with_context(|| {
+        format!(
+            "following job {}; it may go on: `agora job status {}`",
+            rec.id,
+            short_id(&rec.id)
+        )
+    })?;
     match last.state {
         JobState::Verified => {
             let res = settled_result(client, &rec.id)
@@ -443,6 +447,56 @@ async fn follow<F: FnMut(&JobEvent)>(
 }
 
 /// Renders events as progress lines, counting attestations.
+/// The percentage of an image fetch in progress, from its event
+/// (`fetching image 34 MiB/120 MiB (28%) from 3 peer(s)`).
+fn image_percent(e: &JobEvent) -> Option<u8> {
+    if e.kind != "image" {
+        return None;
+    }
+    let (_, rest) = e.detail.split_once('(')?;
+    let (n, _) = rest.split_once("%)")?;
+    n.parse().ok().map(|p: u8| p.min(100))
+}
+
+/// Where progress lines go: stderr, one per event, except that an image
+/// fetch redraws one line with a bar while stderr is a terminal.
+struct Screen {
+    tty: bool,
+    /// A bar is drawn and the cursor sits at its end.
+    bar_open: bool,
+}
+
+impl Screen {
+    fn new() -> Self {
+        Self {
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            bar_open: false,
+        }
+    }
+
+    fn show(&mut self, line: &str, percent: Option<u8>) {
+        let mut err = std::io::stderr().lock();
+        match percent {
+            Some(p) if self.tty => {
+                const WIDTH: usize = 24;
+                let done = usize::from(p) * WIDTH / 100;
+                let bar = format!("{}{}", "#".repeat(done), ".".repeat(WIDTH - done));
+                // \r and erase-line: the bar replaces itself.
+                let _ = write!(err, "\r\x1b[K[{bar}] {line}");
+                let _ = err.flush();
+                self.bar_open = true;
+            }
+            _ => {
+                if self.bar_open {
+                    let _ = writeln!(err);
+                    self.bar_open = false;
+                }
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    }
+}
+
 struct Progress {
     /// Executors first assigned.
     n: u8,

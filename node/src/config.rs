@@ -75,6 +75,17 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Whether to try the Docker executor at all.
     pub docker: bool,
+    /// The Docker engine's socket (`unix:///path`); `None` uses
+    /// `DOCKER_HOST`, else `/var/run/docker.sock`. Not a file key: tests
+    /// give each in-process node its own engine.
+    pub docker_host: Option<String>,
+    /// Whether to fetch Docker images this node lacks from peers (flag
+    /// `--no-image-fetch`, file key `image_fetch`).
+    pub image_fetch: bool,
+    /// Disk the images agora loaded into Docker may take, in bytes; the
+    /// least recently used are removed beyond it, never an image agora did
+    /// not load (flag `--image-cache`, file key `image_cache_bytes`).
+    pub image_cache_bytes: u64,
     /// Time between capability adverts (also heartbeats). Not a file key:
     /// tests shorten it.
     pub advert_interval: Duration,
@@ -99,6 +110,9 @@ pub struct DaemonConfig {
     /// jobs.
     pub trust: Vec<PeerId>,
 }
+
+/// Default [`DaemonConfig::image_cache_bytes`]: 8 GiB.
+pub const DEFAULT_IMAGE_CACHE: u64 = 8 * 1024 * 1024 * 1024;
 
 /// Default [`DaemonConfig::blob_budget_bytes`]: 10 GiB.
 pub const DEFAULT_BLOB_BUDGET: u64 = 10 * 1024 * 1024 * 1024;
@@ -125,6 +139,10 @@ pub struct FileConfig {
     pub docker: Option<bool>,
     /// See [`DaemonConfig::blob_budget_bytes`].
     pub blob_budget_bytes: Option<u64>,
+    /// See [`DaemonConfig::image_fetch`].
+    pub image_fetch: Option<bool>,
+    /// See [`DaemonConfig::image_cache_bytes`].
+    pub image_cache_bytes: Option<u64>,
     /// Agreements in a row that let a peer run adaptive jobs alone.
     pub adaptive_min_clean_streak: Option<u64>,
     /// Share of a trusted peer's adaptive jobs spot-checked at full
@@ -160,6 +178,10 @@ pub struct Overrides {
     pub fault: Option<String>,
     /// `--trust PEER` (replaces the file's list when any is given).
     pub trust: Vec<String>,
+    /// `--no-image-fetch`.
+    pub no_image_fetch: bool,
+    /// `--image-cache SIZE`, in bytes.
+    pub image_cache_bytes: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -268,6 +290,9 @@ impl DaemonConfig {
             max_jobs: available_cores(),
             log_format: LogFormat::Text,
             docker: true,
+            docker_host: None,
+            image_fetch: true,
+            image_cache_bytes: DEFAULT_IMAGE_CACHE,
             advert_interval: DEFAULT_ADVERT_INTERVAL,
             blob_budget_bytes: DEFAULT_BLOB_BUDGET,
             testnet: false,
@@ -371,6 +396,15 @@ impl DaemonConfig {
         }
         if let Some(b) = file.blob_budget_bytes {
             c.blob_budget_bytes = b;
+        }
+        if let Some(f) = file.image_fetch {
+            c.image_fetch = f;
+        }
+        if flags.no_image_fetch {
+            c.image_fetch = false;
+        }
+        if let Some(b) = flags.image_cache_bytes.or(file.image_cache_bytes) {
+            c.image_cache_bytes = b;
         }
         if file.adaptive_min_clean_streak.is_some() || file.adaptive_spot_check_permille.is_some() {
             let streak = file

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_protocol::limits::MAX_IMAGES;
 use agora_protocol::{
     CapabilityAdvert, NodeKey, PeerId, TOPIC_ADVERTS, TOPIC_JOBS, TOPIC_VERDICTS,
 };
@@ -41,6 +42,7 @@ use crate::executor::registry::{SandboxConfig, Sandboxes};
 use crate::executor::ExecError;
 use crate::fsutil::{write_atomic, Existing, FileError};
 use crate::identity::{self, IdentityError, IDENTITY_FILE};
+use crate::images::{Images, ImagesConfig};
 use crate::jobs::dispatch::OfferValidator;
 use crate::jobs::{Jobs, JobsConfig, JobsDeps, JobsError};
 use crate::network::adverts::lock_book;
@@ -344,6 +346,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         Sandboxes::start(&SandboxConfig {
             data_dir: data_dir.clone(),
             docker: config.docker,
+            docker_host: config.docker_host.clone(),
             peer: peer_id,
         })
         .await?,
@@ -430,6 +433,22 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         .metrics()
         .register(&registry)
         .map_err(|e| DaemonError::Jobs(JobsError::Internal(format!("blob metrics: {e}"))))?;
+    let images = match sandboxes.docker() {
+        Some(docker) => Some(
+            Images::open(
+                docker.clone(),
+                blobs.clone(),
+                &db,
+                ImagesConfig {
+                    fetch: config.image_fetch,
+                    budget_bytes: config.image_cache_bytes,
+                    ..ImagesConfig::default()
+                },
+            )
+            .map_err(|e| DaemonError::Jobs(JobsError::Internal(format!("images: {e}"))))?,
+        ),
+        None => None,
+    };
     let jobs = Jobs::new(
         JobsConfig {
             max_jobs: config.max_jobs,
@@ -439,6 +458,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             uniform_selection: config.uniform_selection,
             adaptive: config.adaptive,
             labels: config.labels.clone(),
+            image_fetch: images.as_ref().is_some_and(Images::fetches),
             ..JobsConfig::default()
         },
         JobsDeps {
@@ -449,6 +469,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
             book: book.clone(),
             sandboxes: sandboxes.clone(),
             registry: registry.clone(),
+            images: images.clone(),
             reputation,
             reputation_writes,
             reputation_store,
@@ -467,6 +488,7 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         let agent_version = agent_version.clone();
         let labels: BTreeMap<String, String> = config.labels.clone();
         let max_jobs = config.max_jobs;
+        let images = images.clone();
         Arc::new(move || {
             let mut advert = CapabilityAdvert {
                 seq: 0,
@@ -481,6 +503,14 @@ pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
                 labels: labels.clone(),
                 listen_addrs: Vec::new(),
                 executors: Vec::new(),
+                image_fetch: images.as_ref().is_some_and(Images::fetches),
+                shared_images: images.as_ref().map_or_else(Vec::new, |i| {
+                    i.list()
+                        .into_iter()
+                        .map(|s| s.id)
+                        .take(MAX_IMAGES)
+                        .collect()
+                }),
             };
             for c in sandboxes.capabilities() {
                 advert.add_executor(c.kind, c.version, c.images);

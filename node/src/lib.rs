@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod executor;
 pub mod fsutil;
 pub mod identity;
+pub mod images;
 pub mod jobs;
 pub mod logging;
 pub mod network;

@@ -67,6 +67,7 @@ fn base_spec(digest: &str, args: &[&str]) -> JobSpec {
         executor: ExecutorSpec::Docker {
             image: IMAGE.into(),
             digest: digest.into(),
+            manifest: None,
         },
         args: args.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::new(),
@@ -475,6 +476,7 @@ async fn image_checks() {
     spec.executor = ExecutorSpec::Docker {
         image: "agora-no-such-image:latest".into(),
         digest: format!("sha256:{}", "0".repeat(64)),
+        manifest: None,
     };
     match h.run(request(spec)).await.unwrap_err() {
         ExecError::ImageMissing { image } => {
@@ -488,6 +490,7 @@ async fn image_checks() {
     spec.executor = ExecutorSpec::Docker {
         image: IMAGE.into(),
         digest: wrong.clone(),
+        manifest: None,
     };
     match h.run(request(spec)).await.unwrap_err() {
         ExecError::DigestMismatch {
@@ -507,6 +510,7 @@ async fn image_checks() {
     spec.executor = ExecutorSpec::Docker {
         image: "some-other-name:v1".into(),
         digest: h.digest.clone(),
+        manifest: None,
     };
     let b = h.run(request(spec)).await.unwrap();
     assert_eq!(b.stdout.as_ref(), b"by id\n");
@@ -708,6 +712,7 @@ async fn image_volumes_become_bounded_scratch() {
     spec.executor = ExecutorSpec::Docker {
         image: tag.clone(),
         digest: image_id.clone(),
+        manifest: None,
     };
     let r = h.run(request(spec)).await;
     let volumes_after = h

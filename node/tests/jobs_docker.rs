@@ -65,6 +65,7 @@ async fn a_docker_job_is_verified_two_of_three() {
                 executor: ExecutorSpec::Docker {
                     image: IMAGE.into(),
                     digest,
+                    manifest: None,
                 },
                 args,
                 env: BTreeMap::new(),

@@ -561,6 +561,7 @@ async fn docker_specs_are_refused() {
     job.executor = ExecutorSpec::Docker {
         image: "busybox".into(),
         digest: format!("sha256:{}", "ab".repeat(32)),
+        manifest: None,
     };
     let req = ExecRequest {
         job_id: ContentId::of(b"docker"),

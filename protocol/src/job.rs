@@ -20,12 +20,19 @@ pub enum ExecutorSpec {
         /// Content id of the module bytes.
         module: ContentId,
     },
-    /// A Docker image that must already be present on the executor.
+    /// A Docker image, pinned by id. An executor that lacks it fetches
+    /// it from peers when the spec names its manifest.
     Docker {
         /// Image reference as the user gave it (for messages).
         image: String,
         /// Image id (`sha256:<hex>`) that pins the exact bytes.
         digest: String,
+        /// Blob id of the image's [`crate::ImageManifest`] (its config
+        /// and layers as blobs), so executors without the image can fetch
+        /// it. Left out of the encoding when absent, so specs without
+        /// one keep their ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<ContentId>,
     },
 }
 
@@ -42,6 +49,15 @@ impl ExecutorSpec {
     pub fn pinned_image(&self) -> Option<&str> {
         match self {
             Self::Docker { digest, .. } => Some(digest),
+            Self::Wasm { .. } => None,
+        }
+    }
+
+    /// The blob id of the pinned image's manifest, when the spec names
+    /// one (executors without the image fetch it from peers).
+    pub fn image_manifest(&self) -> Option<ContentId> {
+        match self {
+            Self::Docker { manifest, .. } => *manifest,
             Self::Wasm { .. } => None,
         }
     }
@@ -154,8 +170,9 @@ impl JobSpec {
     /// Every blob the job needs: module, stdin and inputs.
     pub fn blobs(&self) -> Vec<ContentId> {
         let mut v = Vec::new();
-        if let ExecutorSpec::Wasm { module } = &self.executor {
-            v.push(*module);
+        match &self.executor {
+            ExecutorSpec::Wasm { module } => v.push(*module),
+            ExecutorSpec::Docker { manifest, .. } => v.extend(*manifest),
         }
         v.extend(self.stdin);
         v.extend(self.inputs.values().copied());
@@ -167,7 +184,7 @@ impl JobSpec {
 
 impl Bounded for JobSpec {
     fn check_bounds(&self) -> Result<(), LimitError> {
-        if let ExecutorSpec::Docker { image, digest } = &self.executor {
+        if let ExecutorSpec::Docker { image, digest, .. } = &self.executor {
             check("spec.executor.image", image.len(), limits::MAX_STRING_BYTES)?;
             check(
                 "spec.executor.digest",

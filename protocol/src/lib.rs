@@ -14,6 +14,7 @@
 
 pub mod cid;
 pub mod codec;
+pub mod image;
 pub mod job;
 pub mod limits;
 pub mod messages;
@@ -25,6 +26,7 @@ pub mod validate;
 
 pub use cid::{CidError, ContentId, IdPrefix};
 pub use codec::DecodeError;
+pub use image::{ImageBlob, ImageError, ImageManifest};
 pub use job::{ExecutorSpec, JobSpec, Replication, Resources};
 pub use libp2p_identity::PeerId;
 pub use messages::{

@@ -40,6 +40,15 @@ pub const MAX_INLINE_BUNDLE_BYTES: usize = 192 * 1024;
 pub const MAX_CHUNK_BYTES: u32 = 4 * 1024 * 1024;
 /// Most image digests a capability advert may list.
 pub const MAX_IMAGES: usize = 256;
+/// Most layers an image manifest may name (Docker's own cap is 127).
+pub const MAX_IMAGE_LAYERS: usize = 128;
+/// Largest image config blob (JSON) accepted.
+pub const MAX_IMAGE_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest image manifest blob accepted.
+pub const MAX_IMAGE_MANIFEST_BYTES: usize = 64 * 1024;
+/// Time an executor may spend fetching and loading a job's image, on top
+/// of the job's own timeout (which a fetch does not use up).
+pub const IMAGE_FETCH_MS: u64 = 10 * 60 * 1000;
 /// Most listen addresses a capability advert may list.
 pub const MAX_ADDRS: usize = 16;
 /// Most attestations a verdict may embed (escalation cap).

@@ -43,6 +43,15 @@ pub struct CapabilityAdvert {
     /// carry their details. Absent in adverts of older nodes.
     #[serde(default)]
     pub executors: Vec<String>,
+    /// Whether the node fetches Docker images it lacks from peers (then it
+    /// can run a job whose image it does not hold, if the job names the
+    /// image's manifest).
+    #[serde(default)]
+    pub image_fetch: bool,
+    /// Image ids whose config and layers the node serves as blobs (at
+    /// most [`limits::MAX_IMAGES`]): where executors fetch images from.
+    #[serde(default)]
+    pub shared_images: Vec<String>,
 }
 
 impl CapabilityAdvert {
@@ -104,6 +113,11 @@ impl Bounded for CapabilityAdvert {
         check_strings("advert.labels", self.labels.keys(), limits::MAX_LABELS)?;
         check_strings("advert.labels", self.labels.values(), limits::MAX_LABELS)?;
         check_strings("advert.executors", &self.executors, limits::MAX_LABELS)?;
+        check_strings(
+            "advert.shared_images",
+            &self.shared_images,
+            limits::MAX_IMAGES,
+        )?;
         check_strings("advert.listen_addrs", &self.listen_addrs, limits::MAX_ADDRS)
     }
 }

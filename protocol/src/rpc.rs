@@ -54,6 +54,23 @@ pub enum Request {
         /// The assignment attempt cancelled.
         attempt: u32,
     },
+    /// An executor tells the submitter how fetching the job's image goes
+    /// (it does not count against the job's timeout, so the submitter
+    /// shows it rather than waiting in silence).
+    ImageProgress {
+        /// The job.
+        job: ContentId,
+        /// The assignment attempt it concerns.
+        attempt: u32,
+        /// Image bytes this executor holds so far.
+        have: u64,
+        /// Image bytes in all.
+        total: u64,
+        /// Peers it is fetching from.
+        providers: u32,
+        /// Whether the image is loaded into the engine (the run starts).
+        loaded: bool,
+    },
     /// Send me part of a blob.
     GetBlob {
         /// The blob.

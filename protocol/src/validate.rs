@@ -276,7 +276,7 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
     spec.check_bounds()?;
     match &spec.executor {
         ExecutorSpec::Wasm { .. } => {}
-        ExecutorSpec::Docker { image, digest } => {
+        ExecutorSpec::Docker { image, digest, .. } => {
             if image.trim().is_empty() {
                 return Err(bad(SpecField::Image, image, "must not be empty"));
             }
@@ -652,6 +652,7 @@ mod tests {
         s.executor = ExecutorSpec::Docker {
             image: "busybox".into(),
             digest: digest.clone(),
+            manifest: None,
         };
         assert!(validate(s.clone()).is_ok());
         s.resources.fuel = Some(10);
@@ -661,6 +662,7 @@ mod tests {
             s.executor = ExecutorSpec::Docker {
                 image: "busybox".into(),
                 digest: bad_digest.into(),
+                manifest: None,
             };
             assert!(validate(s).is_err(), "{bad_digest} accepted");
         }

@@ -23,6 +23,7 @@ fn executor() -> impl Strategy<Value = ExecutorSpec> {
         ("[a-z]{1,12}(:[a-z0-9]{1,5})?", cid()).prop_map(|(image, d)| ExecutorSpec::Docker {
             image,
             digest: format!("sha256:{d}"),
+            manifest: None,
         }),
     ]
 }

@@ -83,7 +83,8 @@ impl From<JobsError> for HttpError {
     }
 }
 
-fn jobs(shared: &Shared) -> Result<&Jobs, HttpError> {
+/// The job lifecycle, or 503 on a node without one.
+pub(super) fn jobs(shared: &Shared) -> Result<&Jobs, HttpError> {
     shared.state.jobs.as_ref().ok_or_else(|| {
         HttpError(
             StatusCode::SERVICE_UNAVAILABLE,

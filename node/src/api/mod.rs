@@ -11,6 +11,7 @@
 //! task through its handle, whose every call is timed out.
 
 pub mod client;
+pub mod images;
 pub mod jobs;
 pub mod service;
 pub mod token;
@@ -151,6 +152,7 @@ pub fn router(state: ApiState) -> Result<Router, ApiError> {
         .route("/peers", get(peers))
         .route("/nodes", get(nodes))
         .merge(jobs::routes())
+        .merge(images::routes())
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,

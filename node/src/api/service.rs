@@ -97,7 +97,12 @@ impl Jobs {
             }
             SubmitExecutor::Docker { image } => {
                 let digest = self.resolve_image(&image).await?;
-                ExecutorSpec::Docker { image, digest }
+                let manifest = self.manifest_for(&digest).await?;
+                ExecutorSpec::Docker {
+                    image,
+                    digest,
+                    manifest,
+                }
             }
         };
         let stdin = req.stdin.as_deref().map(|s| self.blob(s)).transpose()?;
@@ -159,7 +164,7 @@ impl Jobs {
 
     /// Pins an image: `sha256:<hex>` or `name@sha256:<hex>` as given,
     /// otherwise the id of the local image of that name.
-    async fn resolve_image(&self, image: &str) -> Result<String, JobsError> {
+    pub(crate) async fn resolve_image(&self, image: &str) -> Result<String, JobsError> {
         let pinned = image.rsplit_once('@').map_or(image, |(_, d)| d);
         if let Some(hex) = pinned.strip_prefix("sha256:") {
             if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {

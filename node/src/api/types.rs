@@ -117,6 +117,40 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
+/// `POST /api/v1/images` request: store a local image as blobs so peers
+/// can fetch it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushImage {
+    /// Image name or id as the local engine knows it.
+    pub image: String,
+}
+
+/// An image this node serves to peers (`GET /api/v1/images`, and the
+/// answer of `POST /api/v1/images`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Image id (`sha256:<hex>`).
+    pub id: String,
+    /// Blob id of its manifest, which Docker jobs name.
+    pub manifest: String,
+    /// Bytes of its config and layers.
+    pub size: u64,
+    /// Its layers, base first: blob id (the layer's diff id) and size.
+    pub layers: Vec<BlobInfo>,
+    /// Whether agora fetched and loaded it into this node's engine (such
+    /// images are removed beyond `--image-cache`).
+    pub loaded: bool,
+    /// Last use (ms since the Unix epoch).
+    pub last_used_ms: u64,
+}
+
+/// `GET /api/v1/images` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageList {
+    /// Most recently used first.
+    pub images: Vec<ImageInfo>,
+}
+
 /// What runs a submitted job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -628,6 +628,27 @@ impl BlobStore {
         Ok(bytes)
     }
 
+    /// The blob's file opened for reading, and its size, for readers that
+    /// stream a large blob rather than hold it (an image layer handed to
+    /// Docker). Not hash-checked here: it was checked when stored, and
+    /// whoever consumes it checks what it builds (Docker checks a layer
+    /// against the image's diff ids).
+    pub fn open_blob(&self, id: &ContentId) -> Result<(File, u64), BlobError> {
+        let size = self.entry(id)?.ok_or(BlobError::NotFound(*id))?.size;
+        let path = self.path(id);
+        match File::open(&path) {
+            Ok(f) => {
+                self.touch(id);
+                Ok((f, size))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(id);
+                Err(BlobError::NotFound(*id))
+            }
+            Err(e) => Err(io_err("opening", &path)(e)),
+        }
+    }
+
     /// Up to `len` bytes of blob `id` from `offset` (fewer at the end) and
     /// the blob's total size. The file is served as it is: it was verified
     /// when stored, and the reader checks the hash anyway. `len` is at most

@@ -55,6 +55,7 @@ use tracing::Instrument;
 use super::{Capabilities, ExecError, ExecRequest, Executor, OutputStream};
 
 mod files;
+pub mod images;
 
 use files::Workspace;
 
@@ -593,7 +594,7 @@ impl Executor for DockerExecutor {
 
     async fn execute(&self, req: ExecRequest) -> Result<ResultBundle, ExecError> {
         let (image, digest) = match &req.spec.spec().executor {
-            ExecutorSpec::Docker { image, digest } => (image.clone(), digest.clone()),
+            ExecutorSpec::Docker { image, digest, .. } => (image.clone(), digest.clone()),
             other => {
                 return Err(ExecError::WrongExecutor {
                     expected: "docker",
@@ -877,6 +878,7 @@ mod tests {
             executor: ExecutorSpec::Docker {
                 image: "img".into(),
                 digest: format!("sha256:{}", "a".repeat(64)),
+                manifest: None,
             },
             args: vec!["sh".into(), "-c".into(), "echo hi".into()],
             env: BTreeMap::from([("A".into(), "1".into())]),

@@ -78,6 +78,8 @@ pub struct SandboxConfig {
     pub data_dir: PathBuf,
     /// Whether to try Docker at all.
     pub docker: bool,
+    /// The engine's socket; `None`: `DOCKER_HOST` or the default socket.
+    pub docker_host: Option<String>,
     /// This node, to label (and later reap) its containers.
     pub peer: PeerId,
 }
@@ -173,6 +175,7 @@ async fn start_docker(cfg: &SandboxConfig) -> Option<DockerExecutor> {
         return None;
     }
     let dcfg = DockerConfig {
+        socket: cfg.docker_host.clone(),
         node_label: Some(cfg.peer.to_string()),
         work_dir,
         ..DockerConfig::default()

@@ -56,6 +56,8 @@ pub struct Capacity {
     pub cpu_cores: u32,
     /// Operator labels, matched against a job's `requires`.
     pub labels: BTreeMap<String, String>,
+    /// Whether it fetches images it lacks (for jobs naming a manifest).
+    pub image_fetch: bool,
 }
 
 impl From<&CapabilityAdvert> for Capacity {
@@ -65,6 +67,7 @@ impl From<&CapabilityAdvert> for Capacity {
             memory_bytes: a.memory_bytes,
             cpu_cores: a.cpu_cores,
             labels: a.labels.clone(),
+            image_fetch: a.image_fetch,
         }
     }
 }
@@ -76,7 +79,8 @@ pub fn unmet(spec: &JobSpec, cap: &Capacity) -> Option<Requirement> {
         return Some(Requirement::Executor(kind));
     };
     if let Some(digest) = spec.executor.pinned_image() {
-        if !images.iter().any(|i| i == digest) {
+        let fetchable = cap.image_fetch && spec.executor.image_manifest().is_some();
+        if !fetchable && !images.iter().any(|i| i == digest) {
             return Some(Requirement::Image(digest.to_string()));
         }
     }
@@ -427,6 +431,7 @@ mod tests {
             executor: ExecutorSpec::Docker {
                 image: "busybox".into(),
                 digest: digest.into(),
+                manifest: None,
             },
             ..wasm_spec(64 * MIB)
         }
@@ -442,6 +447,7 @@ mod tests {
             memory_bytes: memory,
             cpu_cores: 2,
             labels: BTreeMap::new(),
+            image_fetch: false,
         }
     }
 
@@ -555,6 +561,36 @@ mod tests {
         assert_eq!(
             unmet(&wasm_spec(MIB), &no_wasm),
             Some(Requirement::Executor("wasm"))
+        );
+    }
+
+    #[test]
+    fn a_node_that_fetches_images_can_run_a_job_that_names_the_manifest() {
+        let d = format!("sha256:{}", "c".repeat(64));
+        let mut fetcher = cap(Some(&[]), 128 * MIB);
+        fetcher.image_fetch = true;
+        // Without a manifest there is nothing to fetch the image by.
+        assert_eq!(
+            unmet(&docker_spec(&d), &fetcher),
+            Some(Requirement::Image(d.clone()))
+        );
+        let mut with_manifest = docker_spec(&d);
+        if let ExecutorSpec::Docker { manifest, .. } = &mut with_manifest.executor {
+            *manifest = Some(ContentId::of(b"manifest"));
+        }
+        assert_eq!(unmet(&with_manifest, &fetcher), None);
+        // A node that does not fetch still needs the image itself.
+        fetcher.image_fetch = false;
+        assert_eq!(
+            unmet(&with_manifest, &fetcher),
+            Some(Requirement::Image(d.clone()))
+        );
+        // Docker itself is still required.
+        let mut no_docker = cap(None, 128 * MIB);
+        no_docker.image_fetch = true;
+        assert_eq!(
+            unmet(&with_manifest, &no_docker),
+            Some(Requirement::Executor("docker"))
         );
     }
 

@@ -72,10 +72,35 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, peer: PeerId, request: Request) -> Op
                 ran: kind != FailKind::Unable,
             },
         ),
+        Request::ImageProgress {
+            job,
+            attempt,
+            have,
+            total,
+            providers,
+            loaded,
+        } => to_job(
+            ctx,
+            &job,
+            Input::ImageProgress {
+                peer,
+                attempt,
+                progress: crate::images::Progress {
+                    have,
+                    total,
+                    providers,
+                    loaded,
+                },
+            },
+        ),
         Request::Assign(signed) => worker::on_assign(ctx, peer, signed).await,
         Request::Cancel { job, attempt } => worker::on_cancel(ctx, peer, job, attempt).await,
         Request::GetBlob { id, offset, len } => {
-            blobs::serve_chunk(&ctx.blobs, id, offset, len).await
+            let chunk = blobs::serve_chunk(&ctx.blobs, id, offset, len).await;
+            match &ctx.cfg.fault {
+                Some(f) => f.tamper_chunk(chunk),
+                None => chunk,
+            }
         }
     })
 }

@@ -7,6 +7,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use agora_protocol::rpc::Response;
 use agora_protocol::{ContentId, PeerId, ResultBundle};
 use serde_bytes::ByteBuf;
 
@@ -31,6 +32,9 @@ pub enum Fault {
     /// The first N results are right, every later one is wrong: a node
     /// that earns trust, then abuses it.
     Sleeper(u64),
+    /// Runs jobs honestly but serves every blob chunk with its bytes
+    /// flipped: a provider of corrupted (or substituted) image layers.
+    CorruptBlobs,
 }
 
 impl FromStr for Fault {
@@ -42,6 +46,7 @@ impl FromStr for Fault {
             "slow" => Ok(Self::Slow),
             "drop" => Ok(Self::Drop),
             "flaky" => Ok(Self::Flaky),
+            "corrupt-blobs" => Ok(Self::CorruptBlobs),
             other => {
                 if let Some(g) = other.strip_prefix("collude=") {
                     if !g.is_empty() && g.len() <= 64 {
@@ -54,7 +59,7 @@ impl FromStr for Fault {
                     }
                 }
                 Err(format!(
-                    "unknown fault mode {other:?}: lie, collude=GROUP, slow, drop, flaky or sleeper=N"
+                    "unknown fault mode {other:?}: lie, collude=GROUP, slow, drop, flaky, sleeper=N or corrupt-blobs"
                 ))
             }
         }
@@ -70,6 +75,7 @@ impl std::fmt::Display for Fault {
             Self::Drop => f.write_str("drop"),
             Self::Flaky => f.write_str("flaky"),
             Self::Sleeper(n) => write!(f, "sleeper={n}"),
+            Self::CorruptBlobs => f.write_str("corrupt-blobs"),
         }
     }
 }
@@ -128,6 +134,18 @@ impl Fault {
                 }
                 Tampered::Report(bundle)
             }
+            Self::CorruptBlobs => Tampered::Report(bundle),
+        }
+    }
+
+    /// Applies the fault to a blob chunk this node serves.
+    pub fn tamper_chunk(&self, chunk: Response) -> Response {
+        match (self, chunk) {
+            (Self::CorruptBlobs, Response::BlobChunk { total, mut data }) => {
+                data.iter_mut().for_each(|b| *b ^= 0xff);
+                Response::BlobChunk { total, data }
+            }
+            (_, chunk) => chunk,
         }
     }
 }
@@ -157,7 +175,15 @@ mod tests {
 
     #[test]
     fn modes_parse_and_print() {
-        for m in ["lie", "slow", "drop", "flaky", "collude=red", "sleeper=3"] {
+        for m in [
+            "lie",
+            "slow",
+            "drop",
+            "flaky",
+            "collude=red",
+            "sleeper=3",
+            "corrupt-blobs",
+        ] {
             assert_eq!(m.parse::<Fault>().unwrap().to_string(), m);
         }
         assert!("collude=".parse::<Fault>().is_err());
@@ -207,5 +233,28 @@ mod tests {
         assert_eq!(hash(s.tamper(&job, &me, 1, honest())), truth);
         assert_ne!(hash(s.tamper(&job, &me, 2, honest())), truth);
         assert_ne!(hash(s.tamper(&job, &me, 50, honest())), truth);
+    }
+
+    #[test]
+    fn a_corrupting_provider_flips_chunks_but_runs_jobs_honestly() {
+        let f = Fault::CorruptBlobs;
+        let job = ContentId::of(b"j");
+        let me = PeerId::random();
+        assert_eq!(
+            hash(f.tamper(&job, &me, 0, honest())),
+            honest().result_hash()
+        );
+        let chunk = Response::BlobChunk {
+            total: 2,
+            data: ByteBuf::from(vec![0x00, 0x0f]),
+        };
+        match f.tamper_chunk(chunk) {
+            Response::BlobChunk { total, data } => {
+                assert_eq!(total, 2);
+                assert_eq!(data.as_slice(), &[0xff, 0xf0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Fault::Lie.tamper_chunk(Response::Ack), Response::Ack);
     }
 }

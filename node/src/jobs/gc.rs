@@ -1,5 +1,5 @@
-//! Blob garbage collection: every blob a job record or an unfinished
-//! assignment references is kept; the rest go, least recently used first,
+//! Blob garbage collection: every blob a job record, an unfinished
+//! assignment or an image this node serves references is kept; the rest go, least recently used first,
 //! once the store is over its budget.
 
 use std::collections::HashSet;
@@ -15,7 +15,7 @@ use agora_protocol::rpc::BundleRef;
 /// Every blob referenced by the records in the store.
 pub(crate) fn referenced(jobs: &Jobs) -> HashSet<ContentId> {
     let ctx = &jobs.ctx;
-    let mut keep = HashSet::new();
+    let mut keep = ctx.images.as_ref().map(|i| i.blobs()).unwrap_or_default();
     let (records, _) = ctx.db.jobs();
     for rec in &records {
         add_job(rec, &mut keep);

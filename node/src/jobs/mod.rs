@@ -20,6 +20,7 @@ pub mod core;
 pub mod dispatch;
 pub mod fault;
 pub mod gc;
+pub mod image;
 pub mod input;
 pub mod link;
 pub mod metrics;
@@ -106,6 +107,9 @@ pub struct JobsConfig {
     /// This node's operator labels: it bids only on jobs whose required
     /// labels are all among them.
     pub labels: BTreeMap<String, String>,
+    /// Whether this node fetches Docker images it lacks (it runs Docker
+    /// and the operator did not pass `--no-image-fetch`).
+    pub image_fetch: bool,
 }
 
 impl Default for JobsConfig {
@@ -123,6 +127,7 @@ impl Default for JobsConfig {
             uniform_selection: false,
             adaptive: AdaptivePolicy::default(),
             labels: BTreeMap::new(),
+            image_fetch: false,
         }
     }
 }
@@ -144,6 +149,8 @@ pub struct JobsDeps {
     pub sandboxes: Arc<Sandboxes>,
     /// Where the metrics go.
     pub registry: prometheus::Registry,
+    /// Docker images as blobs, when this node runs Docker.
+    pub images: Option<crate::images::Images>,
     /// This node's opinion of its peers.
     pub reputation: SharedReputation,
     /// Where applied verdicts go to be persisted.
@@ -184,6 +191,8 @@ pub(crate) struct Ctx {
     pub tasks: TaskTracker,
     /// Answers the requests this node sends itself (`--allow-local`).
     pub local: LocalHandler,
+    /// Docker images as blobs, when this node runs Docker.
+    pub images: Option<crate::images::Images>,
 }
 
 /// The job lifecycle of a node: cheap to clone.
@@ -200,12 +209,23 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Jobs {
+    /// This node's images as blobs, when it runs Docker.
+    pub fn images(&self) -> Option<&crate::images::Images> {
+        self.ctx.images.as_ref()
+    }
+
     /// Builds the lifecycle. Nothing runs until [`Jobs::run`].
     pub fn new(
         cfg: JobsConfig,
         deps: JobsDeps,
         cancel: CancellationToken,
     ) -> Result<Self, JobsError> {
+        if let Some(images) = &deps.images {
+            images
+                .metrics()
+                .register(&deps.registry)
+                .map_err(|e| JobsError::Internal(format!("image metrics: {e}")))?;
+        }
         let metrics = JobMetrics::new(&deps.registry)
             .map_err(|e| JobsError::Internal(format!("registering job metrics: {e}")))?;
         let db = JobDb::open(&deps.db).map_err(|e| JobsError::Internal(e.to_string()))?;
@@ -229,6 +249,7 @@ impl Jobs {
                 cancel,
                 tasks: TaskTracker::new(),
                 local: dispatch::handle_local,
+                images: deps.images,
             }),
         })
     }

@@ -52,6 +52,8 @@ pub(crate) struct WorkerState {
     cpu_cores: u32,
     /// Operator labels, matched against jobs' `requires`.
     labels: BTreeMap<String, String>,
+    /// Whether it fetches Docker images it lacks.
+    image_fetch: bool,
     max_jobs: u32,
     queue_len: u32,
     /// One permit per job run at once.
@@ -78,6 +80,7 @@ impl WorkerState {
             memory_bytes: cfg.memory_bytes,
             cpu_cores: cfg.cpu_cores,
             labels: cfg.labels.clone(),
+            image_fetch: cfg.image_fetch,
             max_jobs,
             queue_len: cfg.queue_len,
             slots: Arc::new(Semaphore::new(max_jobs as usize)),
@@ -110,6 +113,7 @@ impl WorkerState {
             memory_bytes: self.memory_bytes,
             cpu_cores: self.cpu_cores,
             labels: self.labels.clone(),
+            image_fetch: self.image_fetch,
         }
     }
 
@@ -462,6 +466,9 @@ async fn run_job(
             .map_err(|e| RunError::unable(format!("fetching blob {}: {e}", id.short())))?;
         }
     }
+    super::image::ensure(ctx, job, item, &spec)
+        .await
+        .map_err(RunError::unable)?;
     let sandbox = w.sandboxes.for_spec(&spec.spec().executor)?.clone();
     let program = sandbox.program(&spec.spec().executor);
     let (module, stdin, inputs) = {

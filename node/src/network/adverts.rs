@@ -443,6 +443,8 @@ mod tests {
             labels: BTreeMap::from([("region".to_owned(), "eu".to_owned())]),
             listen_addrs: vec!["/memory/7".into()],
             executors: Vec::new(),
+            image_fetch: false,
+            shared_images: Vec::new(),
         }
     }
 

@@ -90,6 +90,8 @@ mod tests {
             labels: BTreeMap::new(),
             listen_addrs: vec![],
             executors: Vec::new(),
+            image_fetch: false,
+            shared_images: Vec::new(),
         };
         let s = key.sign(&a);
         (a, s)

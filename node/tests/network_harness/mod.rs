@@ -118,6 +118,8 @@ pub fn template_advert() -> CapabilityAdvert {
         labels: BTreeMap::from([("region".to_owned(), "test".to_owned())]),
         listen_addrs: vec![],
         executors: Vec::new(),
+        image_fetch: false,
+        shared_images: Vec::new(),
     }
 }
 

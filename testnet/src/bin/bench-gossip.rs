@@ -69,6 +69,8 @@ fn advert(seq: u64) -> CapabilityAdvert {
         labels: BTreeMap::new(),
         listen_addrs: vec![],
         executors: Vec::new(),
+        image_fetch: false,
+        shared_images: Vec::new(),
     }
 }
 

@@ -332,4 +332,40 @@ impl JobCore {
             }
         }
     }
+
+    /// Shows an executor's image fetch to listeners; the loaded image is
+    /// kept in the record's events, the progress before it is not.
+    pub(super) fn on_image_progress(
+        &mut self,
+        peer: PeerId,
+        attempt: u32,
+        p: crate::images::Progress,
+    ) {
+        let running =
+            self.rec.executors.iter().any(|e| {
+                e.peer == peer && e.attempt == attempt && e.state == ExecutorState::Running
+            });
+        if !running {
+            return;
+        }
+        if p.loaded {
+            let detail = format!(
+                "image fetched and loaded ({})",
+                agora_protocol::units::human_bytes(p.total)
+            );
+            self.event("image", Some(peer), detail);
+        } else {
+            // The percentage in parentheses is what `agora run` draws
+            // its progress bar from.
+            let percent = p.have.saturating_mul(100).checked_div(p.total).unwrap_or(0);
+            let detail = format!(
+                "fetching image {}/{} ({}%) from {} peer(s)",
+                agora_protocol::units::human_bytes(p.have),
+                agora_protocol::units::human_bytes(p.total),
+                percent.min(100),
+                p.providers
+            );
+            self.live_event("image", Some(peer), detail);
+        }
+    }
 }

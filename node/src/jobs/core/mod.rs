@@ -44,7 +44,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_protocol::limits::MAX_ATTESTATIONS;
+use agora_protocol::limits::{IMAGE_FETCH_MS, MAX_ATTESTATIONS};
 use agora_protocol::rpc::{AttestReport, BundleRef};
 use agora_protocol::{
     Acceptance, Attestation, Bid, Checked, ContentId, FailKind, JobSpec, PeerId, SignError, Signed,
@@ -201,6 +201,15 @@ pub enum Input {
         /// What it signed.
         acceptance: Signed<Acceptance>,
     },
+    /// An executor reports how fetching the job's image goes.
+    ImageProgress {
+        /// The executor.
+        peer: PeerId,
+        /// The attempt it concerns.
+        attempt: u32,
+        /// How far it got.
+        progress: crate::images::Progress,
+    },
     /// The last connection to a peer closed.
     PeerGone(PeerId),
     /// The user cancels the job.
@@ -308,9 +317,24 @@ pub fn cap_for(n: u8) -> u8 {
     u8::try_from(cap.min(MAX_ATTESTATIONS)).unwrap_or(u8::MAX)
 }
 
+/// Time an executor gets for one run: the job's timeout, the grace, and
+/// the time to fetch the image when the job names one to fetch (a fetch
+/// does not use up the job's own timeout).
+pub fn run_allowance_ms(spec: &JobSpec) -> u64 {
+    let image = if spec.executor.image_manifest().is_some() {
+        IMAGE_FETCH_MS
+    } else {
+        0
+    };
+    spec.resources
+        .timeout_ms
+        .saturating_add(ASSIGN_GRACE_MS)
+        .saturating_add(image)
+}
+
 /// The job's overall deadline: three rounds of runs, plus bidding.
 pub fn job_deadline_ms(rec: &JobRecordDb, spec: &JobSpec) -> u64 {
-    let round = spec.resources.timeout_ms.saturating_add(ASSIGN_GRACE_MS);
+    let round = run_allowance_ms(spec);
     rec.submitted_at_ms
         .saturating_add(round.saturating_mul(3))
         .saturating_add(10_000)
@@ -506,6 +530,11 @@ impl JobCore {
                 attempt,
                 acceptance,
             } => self.on_accepted(peer, attempt, acceptance),
+            Input::ImageProgress {
+                peer,
+                attempt,
+                progress,
+            } => self.on_image_progress(peer, attempt, progress),
             Input::PeerGone(peer) => self.on_peer_gone(peer),
             Input::Cancel => {
                 if let Ok(d) = self.quorum.cancel() {
@@ -570,6 +599,18 @@ impl JobCore {
         } else {
             self.out.push(Action::Event(ev));
         }
+    }
+
+    /// An event listeners see but the record does not keep (progress that
+    /// would crowd the bounded event log).
+    fn live_event(&mut self, kind: &str, peer: Option<PeerId>, detail: String) {
+        self.out.push(Action::Event(JobEvent {
+            at_ms: self.now_ms,
+            kind: kind.into(),
+            peer_id: peer.map(|p| p.to_base58()),
+            state: self.rec.state,
+            detail,
+        }));
     }
 
     fn persist(&mut self) {

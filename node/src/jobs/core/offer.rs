@@ -231,9 +231,7 @@ impl JobCore {
     pub(super) fn assign(&mut self, peer: PeerId) {
         let attempt = u32::try_from(self.rec.executors.len()).unwrap_or(u32::MAX);
         let now = self.now_ms;
-        let deadline_ms = now
-            .saturating_add(self.spec.resources.timeout_ms)
-            .saturating_add(ASSIGN_GRACE_MS);
+        let deadline_ms = now.saturating_add(run_allowance_ms(&self.spec));
         if self.quorum.assign(peer).is_err() {
             return;
         }

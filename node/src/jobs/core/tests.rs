@@ -33,6 +33,7 @@ fn capable() -> Capacity {
         memory_bytes: 1 << 30,
         cpu_cores: 4,
         labels: BTreeMap::new(),
+        image_fetch: false,
     }
 }
 
