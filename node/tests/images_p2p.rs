@@ -94,11 +94,20 @@ async fn run(net: &Net, image: &str, script: &str) -> String {
 async fn an_image_only_the_submitter_holds_is_fetched_verified_and_a_shared_base_moves_once() {
     let a = host_image(IMAGE_A).await;
     let b = host_image(IMAGE_B).await;
+    let busybox = host_image("agora-busybox:latest").await;
     let engines = engines(&["ia", "ib", "ic"]).await;
     for e in &engines {
         assert!(!e.has_image(&a).await, "a fresh engine holds {a}");
     }
-    let net = net(&engines, |_, _| {}).await;
+    // Executor 1's operator has an image of their own, and lets images
+    // agora loads take 30 MiB: room for one of the two test images.
+    engines[0].load_from_host("agora-busybox:latest").await;
+    let net = net(&engines, |i, cfg| {
+        if i == 1 {
+            cfg.image_cache_bytes = 30 * 1024 * 1024;
+        }
+    })
+    .await;
 
     let before: Vec<u64> = (1..=3).map(|i| bytes_in(net.node(i))).collect();
     let out = run(
@@ -134,11 +143,24 @@ async fn an_image_only_the_submitter_holds_is_fetched_verified_and_a_shared_base
         );
         assert!(moved > 0, "executor {} fetched nothing for {b}", i + 1);
     }
-    // The executors now serve the images too.
+    // The executors now serve the images they loaded.
     for i in 1..=3 {
         let images = net.node(i).jobs().image_list().unwrap();
-        assert!(images.iter().any(|x| x.id == a && x.loaded), "{images:?}");
+        assert!(images.iter().any(|x| x.id == b && x.loaded), "{images:?}");
+        let has_a = images.iter().any(|x| x.id == a);
+        assert_eq!(has_a, i != 1, "node {i}: {images:?}");
     }
+    // Over its 30 MiB, executor 1 removed the image agora loaded least
+    // recently, and never the operator's own.
+    assert!(
+        !engines[0].has_image(&a).await,
+        "{a} outlived --image-cache"
+    );
+    assert!(engines[0].has_image(&b).await);
+    assert!(
+        engines[0].has_image(&busybox).await,
+        "the operator's image was removed"
+    );
     net.shutdown().await;
 }
 
@@ -198,11 +220,12 @@ async fn a_corrupted_layer_is_refused_and_fetched_from_another_provider() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_of_another_image_is_refused_before_anything_loads() {
+async fn a_manifest_of_another_image_is_refused_and_a_node_may_refuse_fetching() {
     let a = host_image(IMAGE_A).await;
     let b = host_image(IMAGE_B).await;
-    let engines = engines(&["ma"]).await;
-    let net = net(&engines, |_, _| {}).await;
+    let engines = engines(&["ma", "mb"]).await;
+    // Node 2's operator refuses image fetches.
+    let net = net(&engines, |i, cfg| cfg.image_fetch = i != 2).await;
     // The submitter serves image A; a forged job pins B but names A's
     // manifest.
     let manifest_a = net.node(0).jobs().push_image(IMAGE_A).await.unwrap();
@@ -228,5 +251,27 @@ async fn a_manifest_of_another_image_is_refused_before_anything_loads() {
     }
     assert!(!engines[0].has_image(&a).await, "image A was loaded anyway");
     assert!(!engines[0].has_image(&b).await);
+
+    // A node that does not fetch images says so, and refuses even a
+    // manifest that matches.
+    let book = net.node(0).peer_book().clone();
+    let me2 = net.node(2).peer_id();
+    let fetches = agora_node::network::adverts::lock_book(&book)
+        .get(&me2)
+        .map(|r| r.advert.image_fetch);
+    assert_eq!(fetches, Some(false));
+    let images = net.node(2).jobs().images().unwrap();
+    let r = images
+        .ensure(
+            &a,
+            Some(manifest_a),
+            &[net.node(0).peer_id()],
+            net.node(2).network(),
+            Duration::from_secs(60),
+            &tx,
+        )
+        .await;
+    assert!(matches!(r, Err(ImageFetchError::Disabled(_))), "{r:?}");
+    assert!(!engines[1].has_image(&a).await);
     net.shutdown().await;
 }

@@ -70,6 +70,29 @@ impl JobCore {
             .map(|e| e.peer)
     }
 
+    /// The bidders to choose from, in two groups drawn from in turn: those
+    /// whose adverts say they hold the job's pinned image first (they
+    /// start at once, and move no image), then the others (they fetch
+    /// it). Jobs that pin no image have one group.
+    fn candidates(&self, world: &dyn World) -> (Vec<Candidate>, Vec<Candidate>) {
+        let all = self.pool.values().copied();
+        let Some(image) = self.spec.executor.pinned_image() else {
+            return (all.collect(), Vec::new());
+        };
+        let (online, _) = world.online();
+        let kind = self.spec.executor.kind();
+        let holds = |c: &Candidate| {
+            online.iter().any(|(p, cap)| {
+                *p == c.peer
+                    && cap
+                        .executors
+                        .get(kind)
+                        .is_some_and(|held| held.iter().any(|i| i == image))
+            })
+        };
+        all.partition(holds)
+    }
+
     /// Assigns up to `how_many` executors, offering the job (again) when
     /// there are too few bidders. `Err` ends the job.
     pub(super) fn fill(&mut self, how_many: usize, world: &dyn World) -> Result<(), JobFailure> {
@@ -90,10 +113,16 @@ impl JobCore {
             self.rec.replication == ReplicationMode::Adaptive && self.rec.plan.is_none();
         let want = if choosing_plan { 1 } else { how_many };
         let picked = {
-            let cands: Vec<Candidate> = self.pool.values().copied().collect();
+            let (first, rest) = self.candidates(world);
             let seed = u64::from_le_bytes(self.id().as_bytes()[..8].try_into().unwrap_or([0; 8]))
                 ^ self.rec.executors.len() as u64;
-            world.select(&cands, want, &self.used(), seed)
+            let mut used = self.used();
+            let mut picked = world.select(&first, want, &used, seed);
+            if picked.len() < want && !rest.is_empty() {
+                used.extend(picked.iter().copied());
+                picked.extend(world.select(&rest, want - picked.len(), &used, seed));
+            }
+            picked
         };
         for peer in &picked {
             self.pool.remove(peer);

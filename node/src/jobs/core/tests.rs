@@ -25,6 +25,9 @@ struct Table {
     plan: PlanKind,
     /// Labels advertised, by node (none for the others).
     labels: BTreeMap<PeerId, BTreeMap<String, String>>,
+    /// Docker images held, by node (every node runs Docker and fetches
+    /// images it lacks).
+    images: BTreeMap<PeerId, Vec<String>>,
 }
 
 fn capable() -> Capacity {
@@ -45,6 +48,9 @@ impl World for Table {
             .map(|p| {
                 let mut c = capable();
                 c.labels = self.labels.get(p).cloned().unwrap_or_default();
+                let held = self.images.get(p).cloned().unwrap_or_default();
+                c.executors.insert("docker".into(), held);
+                c.image_fetch = true;
                 (*p, c)
             })
             .collect();
@@ -115,11 +121,23 @@ impl Fixture {
         replication: ReplicationMode,
         requires: BTreeMap<String, String>,
     ) -> Self {
+        let wasm = ExecutorSpec::Wasm {
+            module: ContentId::of(b"module"),
+        };
+        Self::build(n, k, executors, replication, requires, wasm)
+    }
+
+    fn build(
+        n: u8,
+        k: u8,
+        executors: usize,
+        replication: ReplicationMode,
+        requires: BTreeMap<String, String>,
+        executor: ExecutorSpec,
+    ) -> Self {
         let submitter = NodeKey::generate();
         let spec = submitter.sign(&JobSpec {
-            executor: ExecutorSpec::Wasm {
-                module: ContentId::of(b"module"),
-            },
+            executor,
             args: vec![],
             env: BTreeMap::new(),
             stdin: None,
@@ -164,6 +182,7 @@ impl Fixture {
                 online: keys.iter().map(NodeKey::peer_id).collect(),
                 plan: PlanKind::Full,
                 labels: BTreeMap::new(),
+                images: BTreeMap::new(),
             },
             keys,
             now: 1_000,
@@ -377,6 +396,47 @@ fn a_job_requiring_a_label_takes_bids_only_from_nodes_advertising_it() {
         .iter()
         .filter(|e| e.kind == "bid_refused");
     assert_eq!(refused.count(), 2);
+}
+
+#[test]
+fn bidders_holding_the_image_are_chosen_first_and_the_others_fill_in() {
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let docker = ExecutorSpec::Docker {
+        image: "img".into(),
+        digest: digest.clone(),
+        manifest: Some(ContentId::of(b"manifest")),
+    };
+    let run = |n: u8, holders: &[usize]| {
+        let mut f = Fixture::build(
+            n,
+            2,
+            5,
+            ReplicationMode::Fixed,
+            BTreeMap::new(),
+            docker.clone(),
+        );
+        for &i in holders {
+            let p = f.peer(i);
+            f.world.images.insert(p, vec![digest.clone()]);
+        }
+        f.step(Input::Start);
+        for i in 0..5 {
+            f.bid(i);
+        }
+        f.at(f.now + 2_000);
+        let ran: BTreeSet<PeerId> = f.core.record().executors.iter().map(|e| e.peer).collect();
+        (f, ran)
+    };
+    // Two of five bidders hold the image: a 2-of-2 job goes to them.
+    let (f, ran) = run(2, &[1, 4]);
+    assert_eq!(ran, BTreeSet::from([f.peer(1), f.peer(4)]));
+    // One holder: it is chosen, and a node that fetches the image fills in.
+    let (f, ran) = run(2, &[3]);
+    assert_eq!(ran.len(), 2);
+    assert!(ran.contains(&f.peer(3)));
+    // Nobody holds it: the job still runs on nodes that fetch it.
+    let (_, ran) = run(3, &[]);
+    assert_eq!(ran.len(), 3);
 }
 
 #[test]
