@@ -574,6 +574,15 @@ mod tests {
     }
 
     #[test]
+    fn an_image_fetch_event_gives_the_bar_its_percentage() {
+        let fetching = "fetching image 12.0 MiB/26.1 MiB (45%) from 2 peer(s)";
+        assert_eq!(image_percent(&ev("image", None, fetching, 0)), Some(45));
+        let loaded = "image fetched and loaded (26.1 MiB)";
+        assert_eq!(image_percent(&ev("image", None, loaded, 0)), None);
+        assert_eq!(image_percent(&ev("bid", None, "(45%)", 0)), None);
+    }
+
+    #[test]
     fn require_is_repeatable_and_checked() {
         let net = |args: &[&str]| match parse(args).unwrap() {
             RunCommand::Wasm { net, .. } | RunCommand::Docker { net, .. } => net,
