@@ -279,3 +279,34 @@ fn an_out_of_range_flag_is_named_as_typed_locally_and_by_the_daemon() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "no job stored");
 }
+
+#[test]
+fn image_push_stores_a_local_image_for_peers_and_image_ls_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = start_daemon(dir.path());
+    let out = run(agora(dir.path()).args(["image", "push", "agora-layers-a:latest"]));
+    assert!(
+        out.status.success(),
+        "{out:?} (Docker and testnet/fixtures/build.sh are needed)"
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.starts_with("sha256:") && said.contains("3 layer(s)"),
+        "{said}"
+    );
+
+    let out = run(agora(dir.path()).args(["image", "ls"]));
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("LAYERS"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let out = run(agora(dir.path()).args(["image", "ls", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["images"][0]["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(list["images"][0]["loaded"], false);
+
+    let out = run(agora(dir.path()).args(["image", "push", "no-such-image:latest"]));
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no-such-image:latest"), "{err}");
+}

@@ -60,8 +60,8 @@ fn bytes_in(d: &Daemon) -> u64 {
     d.jobs().blobs().metrics().bytes_in()
 }
 
-/// Runs `sh -c script` in `image` from node 0 at 2-of-3 and returns the
-/// verified stdout.
+/// Runs `sh -c script` in `image` from node 0 at 2-of-3, on executors
+/// that must fetch the image, and returns the verified stdout.
 async fn run(net: &Net, image: &str, script: &str) -> String {
     let sub = net.node(0);
     let mut req = wasm_job("", 3, 2);
@@ -81,6 +81,13 @@ async fn run(net: &Net, image: &str, script: &str) -> String {
         .filter(|e| e.agrees == Some(true))
         .count();
     assert!(agreeing >= 2, "{done:#?}");
+    // Each agreeing executor fetched the image first and said so.
+    let loaded = done
+        .events
+        .iter()
+        .filter(|e| e.kind == "image" && e.detail.starts_with("image fetched and loaded"))
+        .count();
+    assert!(loaded >= 2, "{:#?}", done.events);
     let result = sub.jobs().result(&rec.id).unwrap();
     let stdout = sub
         .jobs()
