@@ -62,9 +62,10 @@ pub struct DaemonArgs {
     /// this node's engine already holds.
     #[arg(long)]
     no_image_fetch: bool,
-    /// Disk the images agora fetched and loaded into Docker may take
-    /// (least recently used removed first; images agora did not load are
-    /// never removed); default 8GiB.
+    /// Disk the images this node keeps may take, as blobs for peers and
+    /// (those agora fetched) loaded in Docker; the least recently used go
+    /// first, and an image agora did not load never leaves Docker;
+    /// default 8GiB.
     #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     image_cache: Option<u64>,
 }

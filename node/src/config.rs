@@ -82,9 +82,11 @@ pub struct DaemonConfig {
     /// Whether to fetch Docker images this node lacks from peers (flag
     /// `--no-image-fetch`, file key `image_fetch`).
     pub image_fetch: bool,
-    /// Disk the images agora loaded into Docker may take, in bytes; the
-    /// least recently used are removed beyond it, never an image agora did
-    /// not load (flag `--image-cache`, file key `image_cache_bytes`).
+    /// Disk the images this node keeps may take, in bytes: as blobs for
+    /// peers to fetch, and (those agora fetched) loaded in Docker. Beyond
+    /// it the least recently used are forgotten and those agora loaded
+    /// leave Docker; an image agora did not load never does (flag
+    /// `--image-cache`, file key `image_cache_bytes`).
     pub image_cache_bytes: u64,
     /// Time between capability adverts (also heartbeats). Not a file key:
     /// tests shorten it.

@@ -10,8 +10,10 @@
 //! layers are the config's diff ids, fetches the layers it does not hold
 //! yet (a base layer shared by several images moves once), loads them
 //! through the engine and checks that the engine now holds the pinned id,
-//! all before anything runs. Images agora loaded are removed least
-//! recently used first beyond `--image-cache`; never one it did not load.
+//! all before anything runs. Beyond `--image-cache`, images are forgotten
+//! least recently used first: their blobs become garbage, and those agora
+//! loaded leave the engine; an image agora did not load is never removed
+//! from the engine.
 //!
 //! `record.rs` keeps what is known of each image in sled, `tarball.rs`
 //! turns `docker save` tars into blobs and back, `metrics.rs` counts.
@@ -53,7 +55,8 @@ pub struct ImagesConfig {
     /// Whether this node fetches images it lacks from peers
     /// (`--no-image-fetch` turns it off).
     pub fetch: bool,
-    /// Bytes the images agora loaded may take (`--image-cache`).
+    /// Bytes the images kept here may take, as blobs and (those agora
+    /// loaded) in the engine (`--image-cache`).
     pub budget_bytes: u64,
     /// Largest single layer accepted.
     pub max_blob_bytes: u64,
@@ -243,6 +246,7 @@ impl Images {
         };
         self.put_record(id, &rec)?;
         info!(image = %id, manifest = %manifest_id.short(), layers = m.layers.len(), bytes = rec.size, "image stored as blobs");
+        self.evict(id).await;
         Ok(SharedImage {
             id: id.to_string(),
             manifest_id,
@@ -272,10 +276,7 @@ impl Images {
     pub fn blobs(&self) -> HashSet<ContentId> {
         let mut keep = HashSet::new();
         for (_, rec) in self.inner.db.list() {
-            keep.insert(rec.manifest);
-            if let Some(m) = self.manifest(&rec.manifest) {
-                keep.extend(m.blobs().map(|b| b.id));
-            }
+            keep.extend(self.parts(&rec.manifest));
         }
         keep
     }
@@ -428,21 +429,40 @@ impl Images {
         Ok(())
     }
 
-    /// Removes agora-loaded images beyond the budget, least recently used
-    /// first, never `keep`.
+    /// Forgets images beyond the budget, least recently used first, never
+    /// `keep`: their blobs become garbage for blob GC, and an image agora
+    /// loaded leaves the engine too (unless a container uses it; then it
+    /// stays until a later pass).
     async fn evict(&self, keep: &str) {
         let i = &self.inner;
-        for id in evictions(&i.db.list(), i.cfg.budget_bytes, keep) {
-            match i.docker.remove_image(&id).await {
-                Ok(Removed::Yes | Removed::Absent) => {
-                    i.metrics.evictions.inc();
-                    info!(image = %id, "removed an image agora loaded (over --image-cache)");
-                    let _ = i.db.remove(&id);
+        let all = i.db.list();
+        for id in evictions(&all, i.cfg.budget_bytes, keep) {
+            let loaded = all.iter().any(|(x, r)| *x == id && r.loaded);
+            if loaded {
+                match i.docker.remove_image(&id).await {
+                    Ok(Removed::Yes | Removed::Absent) => {
+                        info!(image = %id, "removed an image agora loaded (over --image-cache)");
+                    }
+                    Ok(Removed::InUse) => continue,
+                    Err(e) => {
+                        warn!(image = %id, error = %e, "cannot remove an image agora loaded");
+                        continue;
+                    }
                 }
-                Ok(Removed::InUse) => {}
-                Err(e) => warn!(image = %id, error = %e, "cannot remove an image agora loaded"),
             }
+            i.metrics.evictions.inc();
+            let _ = i.db.remove(&id);
         }
+    }
+
+    /// The blobs of the image whose manifest is `manifest` (the manifest
+    /// included), if it is stored here: what a job naming it needs kept.
+    pub fn parts(&self, manifest: &ContentId) -> Vec<ContentId> {
+        let mut out = vec![*manifest];
+        if let Some(m) = self.manifest(manifest) {
+            out.extend(m.blobs().map(|b| b.id));
+        }
+        out
     }
 
     fn complete(&self, id: &str, rec: ImageRecord) -> Option<SharedImage> {

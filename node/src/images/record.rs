@@ -76,20 +76,18 @@ impl ImageDb {
     }
 }
 
-/// The images agora loaded to remove, least recently used first, so that
-/// what it loaded fits in `budget` bytes. `keep` (the image a job is about
-/// to run) is never chosen; images agora did not load are neither chosen
-/// nor counted.
+/// The images to forget, least recently used first, so that what the
+/// node keeps of images (their blobs, and the images it loaded into the
+/// engine) fits in `budget` bytes. `keep` (the image a job is about to
+/// run, or just stored) is never chosen. Forgetting an image agora loaded
+/// also removes it from the engine; one it did not load stays there (only
+/// its blobs may go).
 pub fn evictions(records: &[(String, ImageRecord)], budget: u64, keep: &str) -> Vec<String> {
-    let mut loaded: Vec<&(String, ImageRecord)> =
-        records.iter().filter(|(_, r)| r.loaded).collect();
-    let mut total: u64 = loaded
-        .iter()
-        .map(|(_, r)| r.size)
-        .fold(0, u64::saturating_add);
-    loaded.sort_by(|a, b| a.1.last_used_ms.cmp(&b.1.last_used_ms).then(a.0.cmp(&b.0)));
+    let mut all: Vec<&(String, ImageRecord)> = records.iter().collect();
+    let mut total: u64 = all.iter().map(|(_, r)| r.size).fold(0, u64::saturating_add);
+    all.sort_by(|a, b| a.1.last_used_ms.cmp(&b.1.last_used_ms).then(a.0.cmp(&b.0)));
     let mut out = Vec::new();
-    for (id, rec) in loaded {
+    for (id, rec) in all {
         if total <= budget {
             break;
         }
@@ -116,19 +114,17 @@ mod tests {
     }
 
     #[test]
-    fn least_recently_used_loaded_images_go_first_until_under_budget() {
+    fn least_recently_used_images_go_first_until_under_budget() {
         let all = vec![
             ("a".to_string(), rec(40, true, 3)),
             ("b".to_string(), rec(40, true, 1)),
-            ("c".to_string(), rec(40, true, 2)),
-            ("mine".to_string(), rec(1000, false, 0)),
+            ("c".to_string(), rec(40, false, 2)),
         ];
         assert_eq!(evictions(&all, 120, "x"), Vec::<String>::new());
         assert_eq!(evictions(&all, 80, "x"), vec!["b"]);
         assert_eq!(evictions(&all, 40, "x"), vec!["b", "c"]);
         // The image about to run stays, even if it is the oldest.
         assert_eq!(evictions(&all, 40, "b"), vec!["c", "a"]);
-        // Never an image agora did not load, whatever the budget.
         assert_eq!(evictions(&all, 0, "x"), vec!["b", "c", "a"]);
     }
 

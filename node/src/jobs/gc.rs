@@ -15,7 +15,7 @@ use agora_protocol::rpc::BundleRef;
 /// Every blob referenced by the records in the store.
 pub(crate) fn referenced(jobs: &Jobs) -> HashSet<ContentId> {
     let ctx = &jobs.ctx;
-    let mut keep = ctx.images.as_ref().map(|i| i.blobs()).unwrap_or_default();
+    let mut keep = HashSet::new();
     let (records, _) = ctx.db.jobs();
     for rec in &records {
         add_job(rec, &mut keep);
@@ -33,6 +33,20 @@ pub(crate) fn referenced(jobs: &Jobs) -> HashSet<ContentId> {
                 keep.insert(id);
             }
         }
+    }
+    if let Some(images) = &ctx.images {
+        // A job under way that names an image manifest needs the layers
+        // too, for the executors still fetching them.
+        let manifests: Vec<ContentId> = records
+            .iter()
+            .filter(|r| !r.state.is_final())
+            .filter_map(|r| r.spec.verify().ok())
+            .filter_map(|s| s.value.executor.image_manifest())
+            .collect();
+        for m in manifests {
+            keep.extend(images.parts(&m));
+        }
+        keep.extend(images.blobs());
     }
     keep
 }
