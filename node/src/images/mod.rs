@@ -41,7 +41,7 @@ use crate::blobs::{self, BlobStore, FetchError};
 use crate::clock::unix_now_ms;
 use crate::executor::docker::images::Removed;
 use crate::executor::docker::DockerExecutor;
-use crate::executor::ExecError;
+use crate::executor::{ExecError, Executor};
 use crate::network::NetworkHandle;
 
 /// How often a fetch reports its progress.
@@ -426,6 +426,11 @@ impl Images {
         self.put_record(pinned, &rec)?;
         info!(image = %pinned, bytes = total, layers = m.layers.len(), "image fetched and loaded");
         self.evict(pinned).await;
+        // The advert lists the engine's images: say so now, not at the
+        // next periodic refresh.
+        if let Err(e) = i.docker.refresh().await {
+            warn!(error = %e, "cannot list docker images");
+        }
         Ok(())
     }
 
