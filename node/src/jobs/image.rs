@@ -5,7 +5,7 @@
 //! container does.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agora_protocol::limits::IMAGE_FETCH_MS;
 use agora_protocol::rpc::Request;
@@ -82,16 +82,24 @@ fn providers(ctx: &Ctx, image: &str, submitter: PeerId) -> Vec<PeerId> {
 }
 
 /// Sends the fetch's progress to the submitter until the fetch ends, at
-/// most one report per [`REPORT_EVERY`], the last one always. Reports are
-/// best effort: a lost one only delays what the user sees.
+/// most one report per [`REPORT_EVERY`] (a change that comes sooner is
+/// skipped, the next one carries it), the final one always. It never
+/// waits between reports, so the run starts as soon as the image is
+/// loaded. Reports are best effort: a lost one only delays what the user
+/// sees.
 async fn report(
     ctx: &Arc<Ctx>,
     job: ContentId,
     item: &WorkItem,
     mut rx: watch::Receiver<Progress>,
 ) {
+    let mut last: Option<Instant> = None;
     while rx.changed().await.is_ok() {
         let p = *rx.borrow_and_update();
+        if !p.loaded && last.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+            continue;
+        }
+        last = Some(Instant::now());
         let request = Request::ImageProgress {
             job,
             attempt: item.attempt,
@@ -104,9 +112,6 @@ async fn report(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => debug!(error = %e, "image progress not delivered"),
             Err(_) => debug!("image progress not delivered in time"),
-        }
-        if !p.loaded {
-            tokio::time::sleep(REPORT_EVERY).await;
         }
     }
 }
