@@ -334,10 +334,11 @@ phases = [
     ("submitted to assigned (offer, bid, assignment)", span("submitted", "assigned")),
     ("assigned to last blob fetched (manifest, config, missing layers)", span("assigned", "fetched")),
     ("last blob fetched to image loaded (docker load into E, id check)", span("fetched", "loaded")),
-    ("image loaded to the executor's last progress report reaching the submitter (the executor runs nothing until its reporter ends, and the reporter sleeps 1 s after each report)", span("loaded", "reported")),
+    ("image loaded to the executor's final progress report reaching the submitter (the run starts after it)", span("loaded", "reported")),
     ("that report to container finished (create, start, run, inspect, remove)", span("reported", "done")),
     ("container finished to verified (signed result, check, verdict)", span("done", "finished")),
     ("verified to CLI exit", span("finished", "t1")),
+    ("**the executor's share: assigned to container finished** (against the whole baseline)", span("assigned", "done")),
 ]
 if bd:
     lines += ["", "Where agora's time goes (median seconds over the rounds, from the job record and the daemons' logs):", "",
