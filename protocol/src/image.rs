@@ -99,6 +99,26 @@ impl ImageManifest {
     }
 }
 
+/// Docker's chain ids of a layer stack given its diff ids (`sha256:<hex>`,
+/// base first): the first layer's is its diff id, each next one is the
+/// sha256 of `"<parent chain id> <diff id>"`. A layer is present in an
+/// engine only with the same layers under it, which is what its chain id
+/// names; `docker load` skips a layer whose chain id the engine holds.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(parent) => {
+                let hash = ContentId::of(format!("{parent} {d}").as_bytes());
+                format!("sha256:{}", hash.to_hex())
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
 impl Bounded for ImageManifest {
     fn check_bounds(&self) -> Result<(), LimitError> {
         check("image.layers", self.layers.len(), limits::MAX_IMAGE_LAYERS)?;
@@ -159,6 +179,31 @@ mod tests {
         assert_eq!(long, Err(ImageError::LayerMismatch { index: 2 }));
         let bare = m.check_layers(&[ContentId::of(b"base").to_hex(), diff(b"top")]);
         assert_eq!(bare, Err(ImageError::LayerMismatch { index: 0 }));
+    }
+
+    #[test]
+    fn chain_ids_are_dockers() {
+        // RootFS.Layers of agora-layers-a and the layerdb directories
+        // Docker 20.10 made for them (/var/lib/docker/image/*/layerdb).
+        let diffs: Vec<String> = [
+            "80bc5ae8577d171b66608a46af71c61c0f604639a2fe7c866c4da2d45b706fb8",
+            "172c8856c0da7a9f4490c11aa1be9370d50b917a6589c93877bee94ba5f537d6",
+            "e3093b44b72343443e650127c35cf7f369146a3cd281cd3ea11392e2a583906b",
+        ]
+        .iter()
+        .map(|h| format!("sha256:{h}"))
+        .collect();
+        let chains = chain_ids(&diffs);
+        assert_eq!(chains[0], diffs[0]);
+        assert_eq!(
+            chains[1],
+            "sha256:277b20028e432c2121dd6034965eb37e096aea106a332574fc12ddd830997224"
+        );
+        assert_eq!(
+            chains[2],
+            "sha256:6e1606dbac601d5a3a2d53ae79628711e0a795499277cd01314ccdaa3cc7ac15"
+        );
+        assert!(chain_ids(&[]).is_empty());
     }
 
     #[test]

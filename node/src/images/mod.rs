@@ -7,8 +7,9 @@
 //! [`ImageManifest`] blob names them; the job's spec names the manifest.
 //! An executor that lacks the image ([`Images::ensure`]) fetches the
 //! manifest, checks that its config hashes to the pinned id and that its
-//! layers are the config's diff ids, fetches the layers it does not hold
-//! yet (a base layer shared by several images moves once), loads them
+//! layers are the config's diff ids, fetches the layers it holds neither
+//! as blobs nor in its engine (a base layer shared by several images
+//! moves once), loads them
 //! through the engine and checks that the engine now holds the pinned id,
 //! all before anything runs. Beyond `--image-cache`, images are forgotten
 //! least recently used first: their blobs become garbage, and those agora
@@ -27,7 +28,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_protocol::limits::{MAX_IMAGE_CONFIG_BYTES, MAX_IMAGE_MANIFEST_BYTES};
+use agora_protocol::image::chain_ids;
+use agora_protocol::limits::{MAX_IMAGES, MAX_IMAGE_CONFIG_BYTES, MAX_IMAGE_MANIFEST_BYTES};
 use agora_protocol::{codec, ContentId, ImageError, ImageManifest, PeerId};
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -354,7 +356,21 @@ impl Images {
         )
         .await?;
         let config = self.get_blob(&m.config.id)?;
-        m.check_layers(&tarball::diff_ids(&config).map_err(bad)?)?;
+        let diffs = tarball::diff_ids(&config).map_err(bad)?;
+        m.check_layers(&diffs)?;
+        // Layers the engine holds already (with the same layers under
+        // them) need not move: `docker load` skips them.
+        let present = match i.docker.layer_chains(MAX_IMAGES).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot list the engine's layers; fetching every layer");
+                HashSet::new()
+            }
+        };
+        let in_engine: Vec<bool> = chain_ids(&diffs)
+            .iter()
+            .map(|c| present.contains(c))
+            .collect();
 
         let total = m.total_bytes();
         let mut have: u64 = m.config.size;
@@ -367,8 +383,8 @@ impl Images {
                 loaded,
             });
         };
-        for layer in &m.layers {
-            if i.blobs.has(&layer.id) {
+        for (layer, &held) in m.layers.iter().zip(&in_engine) {
+            if held || i.blobs.has(&layer.id) {
                 i.metrics.layers_reused.inc();
             } else {
                 let fetch = blobs::fetch(
@@ -398,7 +414,7 @@ impl Images {
         let blobs = i.blobs.clone();
         let m2 = m.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            tarball::write_loadable(&m2, &blobs, ChannelWriter::new(tx))
+            tarball::write_loadable(&m2, &in_engine, &blobs, ChannelWriter::new(tx))
         });
         let body = tokio_stream_of(rx);
         let loaded = i.docker.load_image(body, left()).await;

@@ -147,9 +147,16 @@ fn layer_path(id: &ContentId) -> String {
 }
 
 /// Writes a tar `docker load` accepts for the image of `m` to `out`,
-/// streaming each blob from the store. A layer named twice is written
-/// once.
-pub fn write_loadable(m: &ImageManifest, blobs: &BlobStore, out: impl Write) -> io::Result<()> {
+/// streaming each blob from the store. Layers marked in `in_engine` (by
+/// index) are named in `manifest.json` but not written: the engine holds
+/// them and `docker load` does not open the file of a layer it holds. A
+/// layer named twice is written once.
+pub fn write_loadable(
+    m: &ImageManifest,
+    in_engine: &[bool],
+    blobs: &BlobStore,
+    out: impl Write,
+) -> io::Result<()> {
     let mut tar = tar::Builder::new(out);
     let file = |tar: &mut tar::Builder<_>, path: &str, size: u64, data: &mut dyn Read| {
         let mut h = tar::Header::new_gnu();
@@ -165,17 +172,18 @@ pub fn write_loadable(m: &ImageManifest, blobs: &BlobStore, out: impl Write) -> 
         json.len() as u64,
         &mut json.as_slice(),
     )?;
+    let needed = m
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !in_engine.get(*i).copied().unwrap_or(false))
+        .map(|(_, l)| (layer_path(&l.id), l.id));
     let mut written = std::collections::HashSet::new();
-    for (i, blob) in m.blobs().enumerate() {
-        if !written.insert(blob.id) {
+    for (path, id) in std::iter::once((config_path(&m.config.id), m.config.id)).chain(needed) {
+        if !written.insert(id) {
             continue;
         }
-        let path = if i == 0 {
-            config_path(&blob.id)
-        } else {
-            layer_path(&blob.id)
-        };
-        let (f, size) = blobs.open_blob(&blob.id).map_err(io::Error::other)?;
+        let (f, size) = blobs.open_blob(&id).map_err(io::Error::other)?;
         // The store's size, not the manifest's: the tar header must match
         // the bytes that follow (the ids were checked against the blobs).
         file(&mut tar, &path, size, &mut f.take(size))?;
@@ -232,7 +240,7 @@ mod tests {
         assert_eq!(diff_ids(config).unwrap(), vec!["sha256:aa"]);
 
         let mut out = Vec::new();
-        write_loadable(&m, &s, &mut out).unwrap();
+        write_loadable(&m, &[], &s, &mut out).unwrap();
         let mut a = tar::Archive::new(out.as_slice());
         let mut seen = HashMap::new();
         for e in a.entries().unwrap() {
@@ -248,6 +256,18 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&seen["manifest.json"]).unwrap();
         assert_eq!(json[0]["RepoTags"], serde_json::Value::Null);
         assert_eq!(json[0]["Layers"][0], layer_path(&m.layers[0].id).as_str());
+
+        // A layer the engine holds is named but not sent.
+        let mut out = Vec::new();
+        write_loadable(&m, &[true, false], &s, &mut out).unwrap();
+        let mut a = tar::Archive::new(out.as_slice());
+        let paths: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert!(!paths.contains(&layer_path(&m.layers[0].id)), "{paths:?}");
     }
 
     #[test]

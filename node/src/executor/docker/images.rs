@@ -2,10 +2,15 @@
 //! `docker save` tar stream, load one (`docker load`), remove one. What
 //! goes into the tar and out of it is `crate::images`' business.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use agora_protocol::image::chain_ids;
+
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{ImportImageOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::query_parameters::{
+    ImportImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
@@ -30,6 +35,28 @@ impl DockerExecutor {
             .inspect_image(id)
             .await?
             .is_some_and(|img| img.id == id))
+    }
+
+    /// The chain ids of every layer of the engine's images (at most
+    /// `max_images` images looked at): the layers `docker load` will not
+    /// need to be given.
+    pub async fn layer_chains(&self, max_images: usize) -> Result<HashSet<String>, ExecError> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::new().all(false).build()))
+            .await
+            .map_err(|e| api_err("list images", e))?;
+        let mut chains = HashSet::new();
+        for img in images.iter().take(max_images) {
+            let inspected = self
+                .docker
+                .inspect_image(&img.id)
+                .await
+                .map_err(|e| api_err(&format!("inspect image {}", img.id), e))?;
+            let diffs = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
+            chains.extend(chain_ids(&diffs));
+        }
+        Ok(chains)
     }
 
     /// The image `id` as a `docker save` tar stream. Each API call is
