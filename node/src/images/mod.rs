@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use agora_protocol::image::chain_ids;
 use agora_protocol::limits::{MAX_IMAGES, MAX_IMAGE_CONFIG_BYTES, MAX_IMAGE_MANIFEST_BYTES};
+use agora_protocol::units::human_bytes;
 use agora_protocol::{codec, ContentId, ImageError, ImageManifest, PeerId};
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -140,6 +141,19 @@ pub enum ImageFetchError {
     /// Exporting or storing the image's parts failed.
     #[error("{0}")]
     Store(String),
+    /// The image is larger than this node keeps, or a layer larger than
+    /// it accepts.
+    #[error("{what} of {} is more than the {} this node accepts ({flag})", human_bytes(*.size), human_bytes(*.limit))]
+    TooLarge {
+        /// The image or the layer.
+        what: &'static str,
+        /// Its size as the manifest gives it.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// The setting that sets the limit.
+        flag: &'static str,
+    },
     /// The fetch and load took longer than allowed.
     #[error("fetching and loading the image did not finish within {0:?}")]
     Deadline(Duration),
@@ -157,6 +171,7 @@ impl ImageFetchError {
             Self::Engine(_) => "engine",
             Self::LoadedOther { .. } => "loaded_other",
             Self::Store(_) => "store",
+            Self::TooLarge { .. } => "too_large",
             Self::Deadline(_) => "deadline",
         }
     }
@@ -344,17 +359,13 @@ impl Images {
         let m: ImageManifest =
             codec::decode(&bytes, MAX_IMAGE_MANIFEST_BYTES).map_err(|e| bad(e.to_string()))?;
         // Before any layer moves: the manifest must describe the pinned
-        // image, and its layers must be the ones the config names.
+        // image, fit what this node keeps, and its layers must be the ones
+        // the config names. Each part is fetched with the manifest's size
+        // as its limit, so the manifest bounds what moves.
         m.check_pinned(pinned)?;
-        blobs::fetch(
-            &i.blobs,
-            net,
-            m.config.id,
-            providers,
-            MAX_IMAGE_CONFIG_BYTES,
-            left(),
-        )
-        .await?;
+        check_size(&m, i.cfg.budget_bytes, i.cfg.max_blob_bytes)?;
+        let config_limit = m.config.size.min(MAX_IMAGE_CONFIG_BYTES);
+        blobs::fetch(&i.blobs, net, m.config.id, providers, config_limit, left()).await?;
         let config = self.get_blob(&m.config.id)?;
         let diffs = tarball::diff_ids(&config).map_err(bad)?;
         m.check_layers(&diffs)?;
@@ -387,14 +398,7 @@ impl Images {
             if held || i.blobs.has(&layer.id) {
                 i.metrics.layers_reused.inc();
             } else {
-                let fetch = blobs::fetch(
-                    &i.blobs,
-                    net,
-                    layer.id,
-                    providers,
-                    i.cfg.max_blob_bytes,
-                    left(),
-                );
+                let fetch = blobs::fetch(&i.blobs, net, layer.id, providers, layer.size, left());
                 tokio::pin!(fetch);
                 let mut tick = tokio::time::interval(PROGRESS_EVERY);
                 loop {
@@ -532,6 +536,29 @@ impl Images {
     }
 }
 
+/// Refuses an image larger than `budget` (`--image-cache`) or with a layer
+/// larger than `max_blob`, before anything of it moves.
+fn check_size(m: &ImageManifest, budget: u64, max_blob: u64) -> Result<(), ImageFetchError> {
+    let total = m.total_bytes();
+    if total > budget {
+        return Err(ImageFetchError::TooLarge {
+            what: "the image",
+            size: total,
+            limit: budget,
+            flag: "--image-cache",
+        });
+    }
+    match m.layers.iter().find(|l| l.size > max_blob) {
+        Some(l) => Err(ImageFetchError::TooLarge {
+            what: "a layer",
+            size: l.size,
+            limit: max_blob,
+            flag: "the blob size limit",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A blocking writer feeding a bounded channel in chunks, so a tar built
 /// on a blocking thread streams to the engine without being held whole.
 struct ChannelWriter {
@@ -580,4 +607,29 @@ fn tokio_stream_of(
     mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
 ) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_protocol::ImageBlob;
+
+    use super::*;
+
+    #[test]
+    fn an_image_over_the_cache_or_a_layer_over_the_blob_limit_is_refused_up_front() {
+        let blob = |size: u64| ImageBlob {
+            id: ContentId::of(&size.to_le_bytes()),
+            size,
+        };
+        let m = ImageManifest {
+            config: blob(10),
+            layers: vec![blob(100), blob(50)],
+        };
+        assert!(check_size(&m, 160, 100).is_ok());
+        let e = check_size(&m, 159, 100).unwrap_err();
+        assert!(e.to_string().contains("--image-cache"), "{e}");
+        assert_eq!(e.kind(), "too_large");
+        let e = check_size(&m, 1000, 99).unwrap_err();
+        assert!(e.to_string().starts_with("a layer of 100 B"), "{e}");
+    }
 }
