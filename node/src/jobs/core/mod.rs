@@ -318,10 +318,11 @@ pub fn cap_for(n: u8) -> u8 {
 }
 
 /// Time an executor gets for one run: the job's timeout, the grace, and
-/// the time to fetch the image when the job names one to fetch (a fetch
-/// does not use up the job's own timeout).
-pub fn run_allowance_ms(spec: &JobSpec) -> u64 {
-    let image = if spec.executor.image_manifest().is_some() {
+/// the time to fetch the image when the job names one to fetch and the
+/// executor `may_fetch` it (a fetch does not use up the job's own
+/// timeout).
+pub fn run_allowance_ms(spec: &JobSpec, may_fetch: bool) -> u64 {
+    let image = if may_fetch && spec.executor.image_manifest().is_some() {
         IMAGE_FETCH_MS
     } else {
         0
@@ -334,7 +335,7 @@ pub fn run_allowance_ms(spec: &JobSpec) -> u64 {
 
 /// The job's overall deadline: three rounds of runs, plus bidding.
 pub fn job_deadline_ms(rec: &JobRecordDb, spec: &JobSpec) -> u64 {
-    let round = run_allowance_ms(spec);
+    let round = run_allowance_ms(spec, true);
     rec.submitted_at_ms
         .saturating_add(round.saturating_mul(3))
         .saturating_add(10_000)

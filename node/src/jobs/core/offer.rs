@@ -73,7 +73,7 @@ impl JobCore {
     /// The bidders to choose from, in two groups drawn from in turn: those
     /// whose adverts say they hold the job's pinned image first (they
     /// start at once, and move no image), then the others (they fetch
-    /// it). Jobs that pin no image have one group.
+    /// it). Jobs that pin no image have one group (the first).
     fn candidates(&self, world: &dyn World) -> (Vec<Candidate>, Vec<Candidate>) {
         let all = self.pool.values().copied();
         let Some(image) = self.spec.executor.pinned_image() else {
@@ -112,8 +112,9 @@ impl JobCore {
         let choosing_plan =
             self.rec.replication == ReplicationMode::Adaptive && self.rec.plan.is_none();
         let want = if choosing_plan { 1 } else { how_many };
-        let picked = {
+        let (picked, holders) = {
             let (first, rest) = self.candidates(world);
+            let holders: BTreeSet<PeerId> = first.iter().map(|c| c.peer).collect();
             let seed = u64::from_le_bytes(self.id().as_bytes()[..8].try_into().unwrap_or([0; 8]))
                 ^ self.rec.executors.len() as u64;
             let mut used = self.used();
@@ -122,14 +123,14 @@ impl JobCore {
                 used.extend(picked.iter().copied());
                 picked.extend(world.select(&rest, want - picked.len(), &used, seed));
             }
-            picked
+            (picked, holders)
         };
         for peer in &picked {
             self.pool.remove(peer);
             if choosing_plan {
                 self.choose_plan(*peer, world);
             }
-            self.assign(*peer);
+            self.assign(*peer, !holders.contains(peer));
         }
         if picked.len() >= want {
             return Ok(());
@@ -145,7 +146,7 @@ impl JobCore {
                 Some(me),
                 "no other node can take it: running it on this node (--allow-local)".into(),
             );
-            self.assign(me);
+            self.assign(me, true);
             return Ok(());
         }
         let last_had_bids = self.last_window_bids.is_none_or(|b| b > 0);
@@ -257,10 +258,12 @@ impl JobCore {
     }
 
     /// Records an assignment to `peer`, then asks the shell to send it.
-    pub(super) fn assign(&mut self, peer: PeerId) {
+    /// `may_fetch`: the peer may have to fetch the job's image first (its
+    /// advert does not say it holds it).
+    pub(super) fn assign(&mut self, peer: PeerId, may_fetch: bool) {
         let attempt = u32::try_from(self.rec.executors.len()).unwrap_or(u32::MAX);
         let now = self.now_ms;
-        let deadline_ms = now.saturating_add(run_allowance_ms(&self.spec));
+        let deadline_ms = now.saturating_add(run_allowance_ms(&self.spec, may_fetch));
         if self.quorum.assign(peer).is_err() {
             return;
         }

@@ -430,10 +430,27 @@ fn bidders_holding_the_image_are_chosen_first_and_the_others_fill_in() {
     // Two of five bidders hold the image: a 2-of-2 job goes to them.
     let (f, ran) = run(2, &[1, 4]);
     assert_eq!(ran, BTreeSet::from([f.peer(1), f.peer(4)]));
-    // One holder: it is chosen, and a node that fetches the image fills in.
+    // One holder: it is chosen, and a node that fetches the image fills
+    // in, with the fetch allowance on top of its deadline.
     let (f, ran) = run(2, &[3]);
     assert_eq!(ran.len(), 2);
     assert!(ran.contains(&f.peer(3)));
+    let deadline = |p: PeerId| {
+        let e = f
+            .core
+            .record()
+            .executors
+            .iter()
+            .find(|e| e.peer == p)
+            .unwrap();
+        e.deadline_ms - e.assigned_at_ms
+    };
+    let other = *ran.iter().find(|p| **p != f.peer(3)).unwrap();
+    assert_eq!(deadline(f.peer(3)), TIMEOUT_MS + ASSIGN_GRACE_MS);
+    assert_eq!(
+        deadline(other),
+        TIMEOUT_MS + ASSIGN_GRACE_MS + IMAGE_FETCH_MS
+    );
     // Nobody holds it: the job still runs on nodes that fetch it.
     let (_, ran) = run(3, &[]);
     assert_eq!(ran.len(), 3);
