@@ -6,10 +6,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,8 +18,12 @@ use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use agora_protocol::units::human_bytes;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
 use super::types::{BlobInfo, JobList, JobState, ReputationList, SubmitJob};
 use super::{HttpError, Shared};
+use crate::blobs::BlobError;
 use crate::jobs::{Jobs, JobsError};
 
 /// Largest blob upload accepted in one request.
@@ -34,7 +38,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(
             "/blobs",
-            post(upload_blob).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+            // The handler streams and bounds the body itself.
+            post(upload_blob).layer(DefaultBodyLimit::disable()),
         )
         .route("/blobs/{id}", get(get_blob))
         .route(
@@ -93,21 +98,60 @@ pub(super) fn jobs(shared: &Shared) -> Result<&Jobs, HttpError> {
     })
 }
 
+/// Streams the upload into the blob store, hashing on the way, so memory
+/// stays bounded whatever the size and number of uploads; a body over
+/// [`MAX_UPLOAD_BYTES`] is refused as soon as its declared length (or, if
+/// none, the bytes read) says so, with nothing kept.
 async fn upload_blob(
     State(shared): State<Arc<Shared>>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), HttpError> {
     let store = jobs(&shared)?.blobs().clone();
-    let size = body.len() as u64;
-    let id = tokio::task::spawn_blocking(move || store.put(&body))
+    let limit = MAX_UPLOAD_BYTES as u64;
+    let too_large = |what: String| {
+        HttpError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a blob may be at most {} ({limit} bytes); {what}",
+                human_bytes(limit)
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|l| *l > limit) {
+        return Err(too_large(format!("this upload declares {len} bytes")));
+    }
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let stored = tokio::task::spawn_blocking(move || store.put_reader(reader, limit))
         .await
-        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            HttpError(
+        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (id, size) = match stored {
+        Ok(v) => v,
+        Err(BlobError::TooLarge { .. }) => {
+            return Err(too_large("this upload sent more".into()));
+        }
+        // The client's body failed midway (it went away, or sent a
+        // malformed chunk): nothing was kept.
+        Err(BlobError::Source(e)) => {
+            return Err(HttpError(
+                StatusCode::BAD_REQUEST,
+                format!("reading the upload: {e}"),
+            ))
+        }
+        Err(e) => {
+            return Err(HttpError(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("storing the blob: {e}"),
-            )
-        })?;
+            ))
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(BlobInfo {

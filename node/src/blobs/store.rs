@@ -67,6 +67,10 @@ pub enum BlobError {
     /// The sled index failed.
     #[error("blob index: {0}")]
     Db(String),
+    /// The reader a blob was being stored from failed (an upload cut
+    /// short, an export that broke off); nothing was kept.
+    #[error("reading the data to store: {0}")]
+    Source(#[source] io::Error),
     /// The store has no such blob (or partial download).
     #[error("no blob {0}")]
     NotFound(ContentId),
@@ -496,7 +500,7 @@ impl BlobStore {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io_err("reading the upload for", &tmp)(e)),
+                    Err(e) => return Err(BlobError::Source(e)),
                 };
                 size += n as u64;
                 if size > max_bytes {
