@@ -7,6 +7,7 @@
 //! over this crate.
 
 pub mod api;
+pub mod arrays;
 pub mod blobs;
 pub mod clock;
 pub mod config;

@@ -195,7 +195,7 @@ impl Bounded for JobSpec {
         check_strings("spec.args", &self.args, limits::MAX_ARGS)?;
         check_strings("spec.env", self.env.keys(), limits::MAX_ENV)?;
         check_strings("spec.env", self.env.values(), limits::MAX_ENV)?;
-        check_strings("spec.inputs", self.inputs.keys(), limits::MAX_FILES)?;
+        check_strings("spec.inputs", self.inputs.keys(), limits::MAX_INPUTS)?;
         check_strings("spec.outputs", &self.outputs, limits::MAX_FILES)?;
         check_strings("spec.requires", self.requires.keys(), limits::MAX_LABELS)?;
         check_strings("spec.requires", self.requires.values(), limits::MAX_LABELS)?;

@@ -14,8 +14,11 @@ pub const MAX_ARGS: usize = 256;
 pub const MAX_ENV: usize = 128;
 /// Longest single argument, env key or value, label, path or image name.
 pub const MAX_STRING_BYTES: usize = 4096;
-/// Most named inputs or declared outputs.
+/// Most declared outputs.
 pub const MAX_FILES: usize = 64;
+/// Most input files of one job (a reduce step over an array takes one per
+/// item; each entry costs about 45 bytes of the spec).
+pub const MAX_INPUTS: usize = 1024;
 /// Largest stdout, stderr or single output file in a result bundle.
 pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 /// Shortest and longest job timeout, in milliseconds.

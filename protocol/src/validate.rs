@@ -203,35 +203,51 @@ fn bad(field: SpecField, value: &str, why: &'static str) -> SpecError {
     }
 }
 
-/// Checks an input file name: one path component, no NUL.
-fn check_file_name(field: SpecField, name: &str) -> Result<(), SpecError> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(bad(field, name, "must be a plain file name"));
-    }
-    if name.contains('/') || name.contains('\\') || name.contains('\0') {
-        return Err(bad(field, name, "must not contain '/', '\\' or NUL"));
-    }
-    Ok(())
-}
-
-/// Checks an output path: relative, under `/out`, no `..`, no NUL.
-fn check_output_path(path: &str) -> Result<(), SpecError> {
-    const F: SpecField = SpecField::Outputs;
+/// Checks a relative path (an input's place under `/in`, an output's
+/// under `/out`): no leading `/`, no empty, `.` or `..` component, no NUL
+/// or `\\`.
+fn check_relative_path(field: SpecField, path: &str) -> Result<(), SpecError> {
+    let under = match field {
+        SpecField::Inputs => "must be a relative path under /in",
+        _ => "must be a relative path under /out",
+    };
     if path.is_empty() || path.starts_with('/') {
-        return Err(bad(F, path, "must be a relative path under /out"));
+        return Err(bad(field, path, under));
     }
     if path.contains('\0') || path.contains('\\') {
-        return Err(bad(F, path, "must not contain NUL or '\\'"));
+        return Err(bad(field, path, "must not contain NUL or '\\'"));
     }
     if path
         .split('/')
         .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(bad(
-            F,
+            field,
             path,
             "must not contain empty, '.' or '..' components",
         ));
+    }
+    Ok(())
+}
+
+/// Checks the input names: relative paths (a reduce step sees item i's
+/// outputs under `i/`), none both a file and a directory.
+fn check_inputs<'a>(names: impl Iterator<Item = &'a String> + Clone) -> Result<(), SpecError> {
+    let all: BTreeSet<&str> = names.clone().map(String::as_str).collect();
+    for name in names {
+        check_relative_path(SpecField::Inputs, name)?;
+        let dir = format!("{name}/");
+        if all
+            .range(dir.as_str()..)
+            .next()
+            .is_some_and(|n| n.starts_with(&dir))
+        {
+            return Err(bad(
+                SpecField::Inputs,
+                name,
+                "is both a file and a directory of other inputs",
+            ));
+        }
     }
     Ok(())
 }
@@ -316,9 +332,7 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
             return Err(bad(SpecField::Env, k, "values must not contain NUL"));
         }
     }
-    for name in spec.inputs.keys() {
-        check_file_name(SpecField::Inputs, name)?;
-    }
+    check_inputs(spec.inputs.keys())?;
     // An empty key matches no label a node can advertise (the daemon
     // refuses one), so the job could never run anywhere.
     if spec.requires.contains_key("") {
@@ -326,7 +340,7 @@ pub fn validate(spec: JobSpec) -> Result<ValidatedSpec, SpecError> {
     }
     let mut seen = BTreeSet::new();
     for path in &spec.outputs {
-        check_output_path(path)?;
+        check_relative_path(SpecField::Outputs, path)?;
         if !seen.insert(path.as_str()) {
             return Err(bad(SpecField::Outputs, path, "is declared twice"));
         }
@@ -539,8 +553,20 @@ mod tests {
 
     #[test]
     fn input_names_env_and_args() {
+        for bad_name in ["../x", "/x", "a//b", "a/./b", "", "a\\b", "x/"] {
+            let mut s = spec();
+            s.inputs.insert(bad_name.into(), ContentId::of(b""));
+            assert!(validate(s).is_err(), "{bad_name:?} accepted");
+        }
         let mut s = spec();
-        s.inputs.insert("../x".into(), ContentId::of(b""));
+        for ok in ["0.out", "0/res/a.txt", "0/b", "10.out"] {
+            s.inputs.insert(ok.into(), ContentId::of(b""));
+        }
+        assert!(validate(s).is_ok());
+        // A name may not be a file and hold other inputs at once.
+        let mut s = spec();
+        s.inputs.insert("0".into(), ContentId::of(b""));
+        s.inputs.insert("0/a".into(), ContentId::of(b""));
         assert!(validate(s).is_err());
         let mut s = spec();
         s.env.insert("A=B".into(), "v".into());

@@ -31,7 +31,7 @@ pub const MAX_UPLOAD_BYTES: usize = 1024 * 1024 * 1024;
 /// Largest job submission body (a spec is small; this bounds abuse).
 pub const MAX_SUBMIT_BYTES: usize = 1024 * 1024;
 /// SSE keep-alive comment interval.
-const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The job routes (mounted under `/api/v1`, behind the token).
 pub(super) fn routes() -> Router<Arc<Shared>> {

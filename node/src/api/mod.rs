@@ -10,6 +10,7 @@
 //! **Invariant:** handlers never touch the Swarm; they ask the network
 //! task through its handle, whose every call is timed out.
 
+pub mod arrays;
 pub mod client;
 pub mod images;
 pub mod jobs;
@@ -152,6 +153,7 @@ pub fn router(state: ApiState) -> Result<Router, ApiError> {
         .route("/peers", get(peers))
         .route("/nodes", get(nodes))
         .merge(jobs::routes())
+        .merge(arrays::routes())
         .merge(images::routes())
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),

@@ -27,6 +27,13 @@ use crate::lock;
 impl Jobs {
     /// Validates, signs, stores and starts a job.
     pub async fn submit(&self, req: SubmitJob) -> Result<JobRecord, JobsError> {
+        let rec = self.prepare(req).await?;
+        self.launch(rec).await
+    }
+
+    /// Validates and signs a job and builds its record; nothing is stored
+    /// or started.
+    pub(crate) async fn prepare(&self, req: SubmitJob) -> Result<JobRecordDb, JobsError> {
         let ctx = &self.ctx;
         if lock(&ctx.active).len() >= ctx.cfg.max_active_jobs {
             return Err(JobsError::Busy(format!(
@@ -77,6 +84,12 @@ impl Jobs {
         // Refuses a replication the quorum cannot run before anything is
         // stored.
         rebuild_quorum(&rec, &spec).map_err(JobsError::Internal)?;
+        Ok(rec)
+    }
+
+    /// Stores and starts a job [`Jobs::prepare`] built.
+    pub(crate) async fn launch(&self, rec: JobRecordDb) -> Result<JobRecord, JobsError> {
+        let ctx = &self.ctx;
         ctx.db
             .put_job(&rec)
             .await
@@ -154,7 +167,7 @@ impl Jobs {
     }
 
     /// A blob of this node by id or unique prefix.
-    fn blob(&self, prefix: &str) -> Result<ContentId, JobsError> {
+    pub(crate) fn blob(&self, prefix: &str) -> Result<ContentId, JobsError> {
         self.ctx.blobs.resolve(prefix).map_err(|e| {
             JobsError::BadRequest(format!(
                 "blob {prefix}: {e} (upload it with POST /api/v1/blobs)"

@@ -404,3 +404,244 @@ pub struct ReputationList {
     /// Peers, lowest score first.
     pub peers: Vec<ReputationInfo>,
 }
+
+/// Where an array's items come from (`POST /api/v1/arrays`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrayItems {
+    /// One item per integer from `from` to `to`, both included; `{}` in
+    /// the arguments becomes the integer.
+    Range {
+        /// First integer.
+        from: i64,
+        /// Last integer (included).
+        to: i64,
+    },
+    /// One item per line of an uploaded blob (a final newline ends the
+    /// last line; it does not start an empty one); `{}` becomes the line.
+    Lines {
+        /// Blob id of the text.
+        blob: String,
+    },
+    /// One item per file: each item sees its file at `/in/<name>`, and
+    /// `{}` becomes `/in/<name>`.
+    Files {
+        /// The files, in item order.
+        files: Vec<ArrayFile>,
+    },
+}
+
+/// One file of an [`ArrayItems::Files`] array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayFile {
+    /// Its name under `/in` (a plain file name).
+    pub name: String,
+    /// Blob id of its bytes.
+    pub blob: String,
+}
+
+/// `POST /api/v1/arrays`: one job per item, each verified k-of-n on its
+/// own, and optionally a reduce job over their verified outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitArray {
+    /// The job every item runs; in `args` (and `env` values) `{}` becomes
+    /// the item's value and `{#}` its index (from 0).
+    pub job: SubmitJob,
+    /// The items.
+    pub items: ArrayItems,
+    /// Items in flight at most (default: from the network's capacity).
+    #[serde(default)]
+    pub parallel: Option<u32>,
+    /// The aggregation job: it sees item i's verified stdout at
+    /// `/in/<i>.out` and its declared outputs under `/in/<i>/`; its inputs
+    /// are added by the daemon. Its verified stdout is the array's result.
+    #[serde(default)]
+    pub reduce: Option<SubmitJob>,
+}
+
+/// Where an array stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrayState {
+    /// Items are being run.
+    Running,
+    /// Every item is verified; the reduce job runs.
+    Reducing,
+    /// Every item (and the reduce job, if any) is verified.
+    Verified,
+    /// Some item (or the reduce job) failed; `agora job retry` re-runs
+    /// the failed ones.
+    Failed,
+    /// Cancelled by the user.
+    Cancelled,
+}
+
+impl ArrayState {
+    /// Its name in JSON and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Reducing => "reducing",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether nothing more happens without a retry.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Verified | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Where one item stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemState {
+    /// Not submitted yet.
+    Pending,
+    /// Its job runs.
+    Running,
+    /// Its job is verified.
+    Verified,
+    /// Its job failed.
+    Failed,
+    /// Cancelled before it was verified.
+    Cancelled,
+}
+
+impl ItemState {
+    /// Its name in JSON and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Items per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayCounts {
+    /// Not submitted yet.
+    pub pending: u32,
+    /// In flight.
+    pub running: u32,
+    /// Verified.
+    pub verified: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+}
+
+/// One item of an array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayItemInfo {
+    /// Its index, from 0.
+    pub index: u32,
+    /// What `{}` became for it.
+    pub value: String,
+    /// Where it stands.
+    pub state: ItemState,
+    /// Its job (the latest, after a retry).
+    pub job: Option<String>,
+    /// Jobs submitted for it so far.
+    pub attempts: u32,
+    /// The verified exit code.
+    pub exit_code: Option<i32>,
+    /// The verified stdout (a blob of this node).
+    pub stdout: Option<BlobInfo>,
+    /// The verified outputs by name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, BlobInfo>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+}
+
+/// `GET /api/v1/arrays/{id}` and the items of `GET /api/v1/arrays`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    /// Array id (hex sha256).
+    pub id: String,
+    /// Where it stands.
+    pub state: ArrayState,
+    /// `wasm` or `docker`.
+    pub executor: String,
+    /// Items in all.
+    pub total: u32,
+    /// Items per state.
+    pub counts: ArrayCounts,
+    /// Items in flight at most.
+    pub parallel: u32,
+    /// Executors per item.
+    pub n: u8,
+    /// Executors that must agree per item.
+    pub k: u8,
+    /// Whether a reduce job aggregates the items.
+    pub has_reduce: bool,
+    /// The reduce job, once submitted.
+    pub reduce_job: Option<String>,
+    /// When it was submitted (ms since the Unix epoch).
+    pub submitted_at_ms: u64,
+    /// When it reached a final state.
+    pub finished_at_ms: Option<u64>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    /// The failed items, index order (at most [`MAX_LISTED_FAILURES`]; the
+    /// list in `GET /api/v1/arrays` leaves it empty).
+    #[serde(default)]
+    pub failed_items: Vec<ArrayItemInfo>,
+}
+
+/// Most failed items an [`ArrayInfo`] lists.
+pub const MAX_LISTED_FAILURES: usize = 100;
+
+/// `GET /api/v1/arrays`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayList {
+    /// Arrays, newest first.
+    pub arrays: Vec<ArrayInfo>,
+}
+
+/// `GET /api/v1/arrays/{id}/items?from=I&limit=L`: one page of items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayItemPage {
+    /// Items in index order.
+    pub items: Vec<ArrayItemInfo>,
+    /// The `from` of the next page, if there is one.
+    pub next: Option<u32>,
+}
+
+/// `POST /api/v1/arrays/{id}/retry`: which items to run again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryArray {
+    /// Indices of failed or cancelled items; empty means all of them.
+    #[serde(default)]
+    pub indices: Vec<u32>,
+}
+
+/// One change of an array (`GET /api/v1/arrays/{id}/events`, as SSE
+/// events named `array`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayEvent {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The item that changed, or none for the array itself.
+    pub index: Option<u32>,
+    /// The item's new state, when an item changed.
+    pub item_state: Option<ItemState>,
+    /// The item's job.
+    pub job: Option<String>,
+    /// For people.
+    pub detail: String,
+    /// The array's state after the change.
+    pub state: ArrayState,
+    /// Items per state after the change.
+    pub counts: ArrayCounts,
+}

@@ -193,7 +193,15 @@ pub(crate) struct Ctx {
     pub local: LocalHandler,
     /// Docker images as blobs, when this node runs Docker.
     pub images: Option<crate::images::Images>,
+    /// Job arrays submitted through this node.
+    pub arrays: crate::arrays::ArraysState,
+    /// Ids of submitted jobs whose task ended (array drivers listen).
+    pub finished: broadcast::Sender<ContentId>,
 }
+
+/// Notices of ended jobs buffered per listener; a listener that lags
+/// re-reads its jobs.
+const FINISHED_QUEUE: usize = 1024;
 
 /// The job lifecycle of a node: cheap to clone.
 #[derive(Clone)]
@@ -229,6 +237,8 @@ impl Jobs {
         let metrics = JobMetrics::new(&deps.registry)
             .map_err(|e| JobsError::Internal(format!("registering job metrics: {e}")))?;
         let db = JobDb::open(&deps.db).map_err(|e| JobsError::Internal(e.to_string()))?;
+        let array_db = crate::arrays::store::ArrayDb::open(&deps.db, db.clone())
+            .map_err(|e| JobsError::Internal(e.to_string()))?;
         let worker = WorkerState::new(&cfg, deps.sandboxes);
         Ok(Self {
             ctx: Arc::new(Ctx {
@@ -250,6 +260,11 @@ impl Jobs {
                 tasks: TaskTracker::new(),
                 local: dispatch::handle_local,
                 images: deps.images,
+                arrays: crate::arrays::ArraysState {
+                    db: array_db,
+                    active: Mutex::new(HashMap::new()),
+                },
+                finished: broadcast::channel(FINISHED_QUEUE).0,
             }),
         })
     }
@@ -259,6 +274,7 @@ impl Jobs {
     pub async fn run(self) {
         submitter::resume_all(&self.ctx).await;
         worker::resume_all(&self.ctx).await;
+        crate::arrays::driver::resume_all(&self);
         dispatch::run(self.ctx.clone()).await;
         self.ctx.tasks.close();
         self.ctx.tasks.wait().await;

@@ -147,7 +147,7 @@ impl JobDb {
     }
 
     /// Waits until every write so far is on disk.
-    async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         self.flusher.flush().await
     }
 
@@ -226,7 +226,10 @@ impl JobDb {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     codec::decode_unbounded(bytes, MAX_RECORD_BYTES).map_err(|e| StoreError::Corrupt {
         key: hex::encode(key),
         reason: e.to_string(),

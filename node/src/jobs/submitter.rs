@@ -60,6 +60,7 @@ pub(crate) fn start(ctx: &Arc<Ctx>, rec: JobRecordDb) -> Result<(), String> {
         async move {
             task.run().await;
             lock(&ctx2.active).remove(&id);
+            let _ = ctx2.finished.send(id);
         }
         .instrument(span),
     );

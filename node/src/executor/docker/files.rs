@@ -70,11 +70,18 @@ impl Workspace {
         fs::create_dir(&out_dir).map_err(|e| io_err("create output dir", e))?;
 
         for (name, bytes) in inputs {
-            if !is_plain_name(name) {
+            // A name may be a relative path (a reduce step's `i/<output>`);
+            // each part must be a plain name. Its directories stay owned by
+            // this process, so the container's user cannot write there.
+            if !name.split('/').all(is_plain_name) {
                 return Err(io_err(
                     format!("input name {name:?}"),
-                    io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"),
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a plain relative path"),
                 ));
+            }
+            if let Some((parent, _)) = name.rsplit_once('/') {
+                fs::create_dir_all(in_dir.join(parent))
+                    .map_err(|e| io_err(format!("create input dir {parent}"), e))?;
             }
             let path = in_dir.join(name);
             fs::write(&path, bytes).map_err(|e| io_err(format!("write input {name}"), e))?;
@@ -257,11 +264,21 @@ mod tests {
     #[test]
     fn bad_input_names_are_refused() {
         let parent = tempfile::tempdir().unwrap();
-        for bad in ["../x", "a/b", "..", ".", ""] {
+        for bad in ["../x", "a/../b", "a//b", "/a", "..", ".", ""] {
             let map = BTreeMap::from([(bad.to_string(), b"x".to_vec())]);
             let err = Workspace::create(parent.path(), &map, 65534, 65534).unwrap_err();
             assert!(matches!(err, ExecError::Io { .. }), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_nested_input_gets_its_directories() {
+        let (_p, ws) = workspace(&[("0.out", b"a"), ("0/res/x.txt", b"b")]);
+        assert_eq!(fs::read(ws.in_dir().join("0/res/x.txt")).unwrap(), b"b");
+        assert!(ws.in_dir().join("0/res").is_dir());
+        let root = ws.in_dir().parent().unwrap().to_path_buf();
+        ws.remove().unwrap();
+        assert!(!root.exists());
     }
 
     #[test]

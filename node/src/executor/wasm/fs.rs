@@ -41,7 +41,7 @@ impl RunDirs {
     /// the declared outputs in `out/`.
     ///
     /// `inputs` are (name, bytes) pairs whose names the spec validator has
-    /// already checked to be plain file names.
+    /// already checked to be relative paths without `..`.
     pub fn create<'a>(
         parent: &Path,
         inputs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -56,13 +56,29 @@ impl RunDirs {
         let dirs = Self { root };
         fs::create_dir(dirs.input_dir()).map_err(io_err("creating /in"))?;
         fs::create_dir(dirs.output_dir()).map_err(io_err("creating /out"))?;
+        let mut subdirs = std::collections::BTreeSet::new();
         for (name, bytes) in inputs {
+            // A name may be a relative path (a reduce step's `i/<output>`).
+            if let Some((parent, _)) = name.rsplit_once('/') {
+                fs::create_dir_all(dirs.input_dir().join(parent))
+                    .map_err(io_err(format!("creating /in/{parent}")))?;
+                let mut at = parent;
+                subdirs.insert(at.to_string());
+                while let Some((up, _)) = at.rsplit_once('/') {
+                    subdirs.insert(up.to_string());
+                    at = up;
+                }
+            }
             let path = dirs.input_dir().join(name);
             fs::write(&path, bytes).map_err(io_err(format!("writing input {name}")))?;
             pin_times(&path).map_err(io_err(format!("setting times of input {name}")))?;
         }
         // Timestamps are visible through fd_filestat_get: honest executors
         // must show the same ones, not the moment each wrote its copy.
+        for d in &subdirs {
+            pin_times(&dirs.input_dir().join(d))
+                .map_err(io_err(format!("setting times of /in/{d}")))?;
+        }
         pin_times(&dirs.input_dir()).map_err(io_err("setting times of /in"))?;
         for path in outputs {
             if let Some((parent, _)) = path.rsplit_once('/') {
@@ -249,6 +265,17 @@ mod tests {
             UNIX_EPOCH + Duration::from_nanos(WALL_CLOCK_START_NS)
         );
         assert!(d.output_dir().join("sub/dir").is_dir());
+    }
+
+    #[test]
+    fn a_nested_input_gets_its_directories_with_pinned_times() {
+        let (_p, d) = dirs(&[("0.out", b"A"), ("0/res/x.txt", b"B")], &[]);
+        assert_eq!(fs::read(d.input_dir().join("0/res/x.txt")).unwrap(), b"B");
+        let pinned = UNIX_EPOCH + Duration::from_nanos(WALL_CLOCK_START_NS);
+        for dir in ["0", "0/res"] {
+            let m = fs::metadata(d.input_dir().join(dir)).unwrap();
+            assert_eq!(m.modified().unwrap(), pinned, "{dir}");
+        }
     }
 
     #[test]
