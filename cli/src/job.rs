@@ -1,10 +1,12 @@
-//! `agora job list|status|result|cancel`: the jobs submitted through the
-//! running daemon, and the result delivery `agora run` shares.
+//! `agora job list|status|result|cancel|retry`: the jobs and job arrays
+//! submitted through the running daemon, and the result delivery `agora
+//! run` shares. An id is tried as an array's first (array.rs), then as a
+//! job's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use agora_node::api::client::ApiClient;
+use agora_node::api::client::{ApiClient, ClientError};
 use agora_node::api::types::{
     AdaptivePlan, BlobInfo, ExecutorRecord, JobEvent, JobList, JobRecord, JobResult, JobState,
     ReplicationMode,
@@ -16,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
+use crate::array::{self, Delivery};
 use crate::node::{explain, human_bytes, print_json, print_table, short_peer, ApiOpt};
 use crate::output::{
     check_output_dir, executor_failure, executor_state, write_output, write_streams,
@@ -24,24 +27,27 @@ use crate::output::{
 /// What `agora job` does.
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// List the jobs submitted through the daemon, newest first.
+    /// List the jobs submitted through the daemon, newest first, then
+    /// the job arrays if there are any.
     List {
         /// Only jobs in this state: pending, scheduled, running, verified,
-        /// failed or cancelled.
+        /// failed or cancelled (arrays in the state of that name).
         #[arg(long, value_name = "STATE")]
         state: Option<JobState>,
-        /// Print JSON instead of a table.
+        /// Print the jobs as JSON instead of a table (arrays are not
+        /// included).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         api: ApiOpt,
     },
     /// Show one job: its executors, the result hash each signed and
-    /// whether it agrees, timings and the events so far.
+    /// whether it agrees, timings and the events so far. For an array:
+    /// its items per state and each failed item with its reason.
     Status {
         #[command(flatten)]
         id: JobId,
-        /// Print the job record as JSON.
+        /// Print the job record (or the array's) as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -49,21 +55,37 @@ pub enum JobCommand {
     },
     /// Print a verified job's stdout (and its stderr on stderr), write its
     /// outputs, and exit with the job's exit code.
+    ///
+    /// For an array with --reduce, the reduce job's result. Without one,
+    /// every item's stdout in index order, outputs under DIR/INDEX/, and
+    /// exit code 1 if any item exited non-zero.
     Result {
         #[command(flatten)]
         id: JobId,
-        /// Directory where declared outputs are written; without it they
-        /// are only listed.
+        /// Directory where declared outputs are written (an array's items'
+        /// as DIR/INDEX/NAME); without it they are only listed.
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
         #[command(flatten)]
         api: ApiOpt,
     },
     /// Cancel a job that has not finished; executors already running it
-    /// are no longer waited for.
+    /// are no longer waited for. For an array: every unfinished item.
     Cancel {
         #[command(flatten)]
         id: JobId,
+        #[command(flatten)]
+        api: ApiOpt,
+    },
+    /// Run an array's failed or cancelled items again, once it is no
+    /// longer running; the verified items are kept.
+    Retry {
+        #[command(flatten)]
+        id: JobId,
+        /// Indices of the items to run again (as `agora job status` lists
+        /// them); default: every failed or cancelled item.
+        #[arg(value_name = "INDEX")]
+        indices: Vec<u32>,
         #[command(flatten)]
         api: ApiOpt,
     },
@@ -72,7 +94,8 @@ pub enum JobCommand {
 /// The job a command is about.
 #[derive(Debug, Args)]
 pub struct JobId {
-    /// Job id, or any unique prefix of it (as `agora job list` shows).
+    /// Job or array id, or any unique prefix of it (as `agora job list`
+    /// shows).
     #[arg(value_name = "ID", value_parser = parse_job_id)]
     pub id: String,
 }
@@ -97,15 +120,35 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             let list: JobList = c.get_json(&path).await.map_err(|e| explain(e, data_dir))?;
             if json {
                 print_json(&list)?;
-            } else {
-                let now = unix_now_ms();
-                let rows: Vec<Vec<String>> = list.jobs.iter().map(|j| list_row(j, now)).collect();
-                print_table(&["ID", "STATE", "EXECUTOR", "K/N", "AGE", "REASON"], &rows)?;
+                return Ok(0);
+            }
+            let now = unix_now_ms();
+            let rows: Vec<Vec<String>> = list.jobs.iter().map(|j| list_row(j, now)).collect();
+            print_table(&["ID", "STATE", "EXECUTOR", "K/N", "AGE", "REASON"], &rows)?;
+            let mut arrays = array::list(&c)
+                .await
+                .map_err(|e| explain(e, data_dir))?
+                .arrays;
+            arrays.retain(|a| state.is_none_or(|s| a.state.as_str() == s.as_str()));
+            if !arrays.is_empty() {
+                writeln!(std::io::stdout().lock())?;
+                array::print_list(&arrays, now)?;
             }
             Ok(0)
         }
         JobCommand::Status { id, json, api } => {
             let c = api.client(data_dir)?;
+            if let Some(info) = array::find(&c, &id.id)
+                .await
+                .map_err(|e| explain(e, data_dir))?
+            {
+                if json {
+                    print_json(&info)?;
+                } else {
+                    array::print_status(&info, unix_now_ms())?;
+                }
+                return Ok(0);
+            }
             let rec = get_record(&c, &id.id)
                 .await
                 .map_err(|e| explain(e, data_dir))?;
@@ -125,6 +168,16 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
                 check_output_dir(dir)?;
             }
             let c = api.client(data_dir)?;
+            if let Some(info) = array::find(&c, &id.id)
+                .await
+                .map_err(|e| explain(e, data_dir))?
+            {
+                let to = Delivery {
+                    output_dir: output_dir.as_deref(),
+                    json: false,
+                };
+                return array::deliver(&c, &info, to, data_dir).await;
+            }
             let res = get_result(&c, &id.id)
                 .await
                 .map_err(|e| explain(e, data_dir))?;
@@ -146,6 +199,14 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
         }
         JobCommand::Cancel { id, api } => {
             let c = api.client(data_dir)?;
+            if let Some(info) = array::cancel(&c, &id.id)
+                .await
+                .map_err(|e| explain(e, data_dir))?
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "array {} {}", info.id, info.state.as_str())?;
+                return Ok(0);
+            }
             let rec: JobRecord = c
                 .delete_json(&format!("/api/v1/jobs/{}", id.id))
                 .await
@@ -154,22 +215,20 @@ pub async fn run(cmd: JobCommand, data_dir: &Path) -> Result<i32> {
             writeln!(out, "job {} {}", rec.id, rec.state.as_str())?;
             Ok(0)
         }
+        JobCommand::Retry { id, indices, api } => {
+            let c = api.client(data_dir)?;
+            array::retry(&c, &id.id, indices, data_dir).await
+        }
     }
 }
 
 /// `GET /api/v1/jobs/{id}`.
-pub async fn get_record(
-    c: &ApiClient,
-    id: &str,
-) -> Result<JobRecord, agora_node::api::client::ClientError> {
+pub async fn get_record(c: &ApiClient, id: &str) -> Result<JobRecord, ClientError> {
     c.get_json(&format!("/api/v1/jobs/{id}")).await
 }
 
 /// `GET /api/v1/jobs/{id}/result`.
-pub async fn get_result(
-    c: &ApiClient,
-    id: &str,
-) -> Result<JobResult, agora_node::api::client::ClientError> {
+pub async fn get_result(c: &ApiClient, id: &str) -> Result<JobResult, ClientError> {
     c.get_json(&format!("/api/v1/jobs/{id}/result")).await
 }
 
@@ -185,7 +244,7 @@ pub fn short_id(id: &str) -> &str {
 
 /// Fetches a blob of a result and checks it is the content its id names,
 /// so a truncated or mixed-up answer is never written as output.
-async fn fetch_blob(c: &ApiClient, blob: &BlobInfo) -> Result<Bytes> {
+pub async fn fetch_blob(c: &ApiClient, blob: &BlobInfo) -> Result<Bytes> {
     // Nothing to fetch; the daemon need not keep an empty blob.
     if blob.size == 0 {
         return Ok(Bytes::new());
@@ -238,7 +297,7 @@ pub async fn deliver(
 }
 
 /// `5s`, `3m`, `2h`, `4d`: how long ago, roughly.
-fn age(ms: u64) -> String {
+pub fn age(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..=59 => format!("{s}s"),
@@ -249,7 +308,7 @@ fn age(ms: u64) -> String {
 }
 
 /// A span in seconds with one decimal: `12.3s`.
-fn secs(ms: u64) -> String {
+pub fn secs(ms: u64) -> String {
     format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
 }
 
@@ -469,6 +528,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["result"]).is_err());
+    }
+
+    #[test]
+    fn retry_takes_an_array_id_and_indices() {
+        match parse(&["retry", "ABC", "3", "7"]).unwrap() {
+            JobCommand::Retry { id, indices, .. } => {
+                assert_eq!(id.id, "abc");
+                assert_eq!(indices, [3, 7]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["retry", "abc"]).unwrap(),
+            JobCommand::Retry { indices, .. } if indices.is_empty()
+        ));
+        assert!(parse(&["retry", "abc", "-1"]).is_err());
+        assert!(parse(&["retry"]).is_err());
     }
 
     #[test]

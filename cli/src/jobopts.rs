@@ -23,7 +23,8 @@ pub struct RunOpts {
     /// (repeatable). Only declared outputs are returned and hashed.
     #[arg(long = "output", value_name = "PATH")]
     pub outputs: Vec<String>,
-    /// Directory where declared outputs are written.
+    /// Directory where declared outputs are written (for an array run
+    /// without --reduce, each item's as DIR/INDEX/NAME).
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
     /// Environment variable for the program (repeatable).
@@ -42,7 +43,8 @@ pub struct RunOpts {
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_output: u64,
     /// Print JSON instead of the program's stdout: for `exec` a summary
-    /// (exit code, result hash, sizes), for `run` the final job record.
+    /// (exit code, result hash, sizes), for `run` the final job record (or
+    /// the array's: exit code 0 if it is verified, else 125).
     #[arg(long)]
     pub json: bool,
 }

@@ -10,6 +10,7 @@ use agora_node::config::LogFormat;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod array;
 mod exec;
 mod image;
 mod job;
@@ -57,9 +58,14 @@ enum Command {
     /// exits with the job's exit code. A failed or cancelled job, or
     /// agora's own error, exits with 125; Ctrl-C stops waiting (the job
     /// goes on) and exits with 130.
+    ///
+    /// With --each, --range or --lines it runs one job per item (a job
+    /// array), each verified on its own, optionally followed by a --reduce
+    /// job over their results.
     #[command(subcommand)]
     Run(run::RunCommand),
-    /// Inspect, fetch or cancel the jobs submitted through the daemon.
+    /// Inspect, fetch, cancel or retry the jobs and job arrays submitted
+    /// through the daemon.
     #[command(subcommand)]
     Job(job::JobCommand),
     /// Run a node: join the network, advertise this machine's sandboxes

@@ -6,6 +6,9 @@
 //! job's event stream (reconnecting when the daemon closes a long-lived
 //! stream), then prints the verified stdout and exits with the verified
 //! exit code. Ctrl-C only stops the waiting: the job goes on.
+//!
+//! With `--each`, `--range` or `--lines` the job built here is the one
+//! every item of an array runs, and array.rs takes over from submission.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +26,7 @@ use agora_protocol::ContentId;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use crate::array::{ArrayOpts, Delivery};
 use crate::job::{deliver, get_record, get_result, note, short_id};
 use crate::jobopts::{milli_cpus, read_file, split_pair, RunOpts};
 use crate::node::{explain, human_bytes, print_json, short_peer, ApiOpt};
@@ -41,7 +45,10 @@ pub enum RunCommand {
         opts: RunOpts,
         #[command(flatten)]
         net: NetOpts,
-        /// Arguments passed to the program (after `--`).
+        #[command(flatten)]
+        array: ArrayOpts,
+        /// Arguments passed to the program (after `--`); with an array,
+        /// `{}` becomes the item and `{#}` its index.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -61,7 +68,10 @@ pub enum RunCommand {
         /// CPU share, e.g. 0.5 or 2.
         #[arg(long, default_value = "1")]
         cpus: f64,
-        /// Command and arguments run in the container (after `--`).
+        #[command(flatten)]
+        array: ArrayOpts,
+        /// Command and arguments run in the container (after `--`); with
+        /// an array, `{}` becomes the item and `{#}` its index.
         #[arg(last = true)]
         cmd: Vec<String>,
     },
@@ -94,8 +104,8 @@ pub struct NetOpts {
     /// all must match. Fails at once if no online node has them.
     #[arg(long = "require", value_name = "KEY=VALUE")]
     pub requires: Vec<String>,
-    /// Print the job id and return at once; see it later with `agora job
-    /// status ID` and `agora job result ID`.
+    /// Print the job (or array) id and return at once; see it later with
+    /// `agora job status ID` and `agora job result ID`.
     #[arg(long)]
     pub detach: bool,
     #[command(flatten)]
@@ -122,7 +132,7 @@ impl NetOpts {
 }
 
 /// Exit code when the user stops waiting with Ctrl-C (128 + SIGINT).
-const EXIT_INTERRUPTED: i32 = 130;
+pub const EXIT_INTERRUPTED: i32 = 130;
 /// Pause before following the event stream again after it broke.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// A stream attempt shorter than this that brought no new event counts
@@ -137,27 +147,32 @@ const MAX_SEEN_EVENTS: usize = 1024;
 
 /// Runs `agora run` and returns the process exit code.
 pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
-    let (program, opts, net, args, milli_cpus) = match cmd {
+    let (program, opts, net, array, args, milli_cpus) = match cmd {
         RunCommand::Wasm {
             module,
             opts,
             net,
+            array,
             args,
-        } => (Program::Wasm(module), opts, net, args, None),
+        } => (Program::Wasm(module), opts, net, array, args, None),
         RunCommand::Docker {
             image,
             opts,
             net,
             cpus,
+            array,
             cmd,
         } => (
             Program::Docker(image),
             opts,
             net,
+            array,
             cmd,
             Some(milli_cpus(cpus)?),
         ),
     };
+    // Checked before anything is uploaded.
+    let array = array.plan()?;
     if net.k > net.n {
         bail!(
             "-k {} is more than -n {}: k of the n executors must agree",
@@ -207,6 +222,13 @@ pub async fn run(cmd: RunCommand, data_dir: &Path) -> Result<i32> {
         replication: net.replication,
         requires,
     };
+    if let Some(plan) = array {
+        let to = Delivery {
+            output_dir: opts.output_dir.as_deref(),
+            json: opts.json,
+        };
+        return crate::array::run(&client, plan, submit, net.detach, to, data_dir).await;
+    }
     let rec: JobRecord = client
         .post_json("/api/v1/jobs", &submit)
         .await
@@ -258,7 +280,7 @@ enum Program {
 
 /// Uploads a file as a blob and returns its id, after checking the daemon
 /// stored exactly these bytes.
-async fn upload(client: &ApiClient, path: &Path, what: &str) -> Result<String> {
+pub async fn upload(client: &ApiClient, path: &Path, what: &str) -> Result<String> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
     // Checked before reading, so a huge file is not loaded only to be
@@ -618,6 +640,7 @@ mod tests {
                 opts,
                 net,
                 args,
+                ..
             } => {
                 assert_eq!(module, PathBuf::from("m.wasm"));
                 assert_eq!((net.n, net.k), (3, 2));

@@ -22,6 +22,7 @@ use crate::jobs::record::JobRecordDb;
 use crate::jobs::store::StoreError;
 use crate::jobs::{Jobs, JobsError};
 use crate::lock;
+use crate::network::adverts::lock_book;
 
 /// Items are checked this often even without a notice that a job ended
 /// (notices can be missed when the channel lags).
@@ -33,6 +34,11 @@ const BACKOFF: Duration = Duration::from_millis(500);
 const CMD_QUEUE: usize = 8;
 /// Item changes buffered per subscriber.
 const EVENT_QUEUE: usize = 1024;
+/// How long a driver that just started (often: its node just restarted
+/// and has not heard from its peers again yet) waits for n online peers
+/// before submitting items anyway. Without it every item submitted in the
+/// first second after a restart would fail fast for want of executors.
+const PEER_WAIT: Duration = Duration::from_secs(30);
 
 /// Starts the driver of `rec` (new, resumed or retried).
 pub(crate) fn start(jobs: &Jobs, rec: ArrayRecordDb) {
@@ -42,13 +48,14 @@ pub(crate) fn start(jobs: &Jobs, rec: ArrayRecordDb) {
     lock(&jobs.ctx.arrays.active).insert(
         id,
         ActiveArray {
-            tx,
+            tx: tx.clone(),
             events: events.clone(),
         },
     );
     let driver = Driver {
         jobs: jobs.clone(),
         finished: jobs.ctx.finished.subscribe(),
+        started: std::time::Instant::now(),
         rec,
         inflight: HashMap::new(),
         cursor: 0,
@@ -61,7 +68,11 @@ pub(crate) fn start(jobs: &Jobs, rec: ArrayRecordDb) {
     jobs.ctx.tasks.spawn(
         async move {
             driver.run().await;
-            lock(&ctx.arrays.active).remove(&id);
+            // A retry may have started the next driver already.
+            let mut active = lock(&ctx.arrays.active);
+            if active.get(&id).is_some_and(|a| a.tx.same_channel(&tx)) {
+                active.remove(&id);
+            }
         }
         .instrument(tracing::info_span!("array", array = %id.short())),
     );
@@ -83,6 +94,8 @@ struct Driver {
     jobs: Jobs,
     /// Ids of jobs whose task ended.
     finished: broadcast::Receiver<ContentId>,
+    /// When this driver started.
+    started: std::time::Instant,
     rec: ArrayRecordDb,
     /// In-flight item jobs and their indices.
     inflight: HashMap<ContentId, u32>,
@@ -204,6 +217,9 @@ impl Driver {
     }
 
     async fn fill(&mut self) -> Result<(), Stall> {
+        if !self.network_ready() {
+            return Err(Stall::Busy);
+        }
         while !self.exhausted && self.inflight.len() < self.rec.parallel as usize {
             match self.next_pending()? {
                 Some((index, item)) => self.submit_item(index, item).await?,
@@ -211,6 +227,23 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Whether enough peers are online for an item's executors, or the
+    /// driver has waited long enough for them.
+    fn network_ready(&self) -> bool {
+        if self.started.elapsed() >= PEER_WAIT {
+            return true;
+        }
+        let t = &self.rec.template;
+        let n = usize::from(t.n.unwrap_or(agora_protocol::Replication::default().n));
+        let me = self.jobs.ctx.me;
+        let online = lock_book(&self.jobs.ctx.book)
+            .online(unix_now_ms())
+            .into_iter()
+            .filter(|p| *p != me)
+            .count();
+        online + usize::from(t.allow_local) >= n
     }
 
     fn next_pending(&mut self) -> Result<Option<(u32, ItemRecordDb)>, StoreError> {

@@ -380,13 +380,16 @@ impl Jobs {
     /// `indices`), or the reduce job if that is what failed.
     pub async fn retry_array(&self, prefix: &str, indices: &[u32]) -> Result<ArrayInfo, JobsError> {
         let id = self.resolve_array(prefix)?;
-        if lock(&self.ctx.arrays.active).contains_key(&id) {
+        let mut rec = self.load_array(prefix)?;
+        // The stored state decides: a driver that just ended may still be
+        // listed as active for a moment.
+        if !rec.state.is_final() {
             return Err(JobsError::Conflict(format!(
-                "array {} is still running; retry it once it ends (or cancel it)",
-                id.short()
+                "array {} is still {}; retry it once it ends (or cancel it)",
+                id.short(),
+                rec.state.as_str()
             )));
         }
-        let mut rec = self.load_array(prefix)?;
         let db = &self.ctx.arrays.db;
         let mut chosen = Vec::new();
         if indices.is_empty() {

@@ -35,6 +35,8 @@ use agora_protocol::rpc::{AttestReport, BundleRef, FailKind, Request, Response, 
 
 /// Offers remembered so each is bid on once.
 const BID_MEMORY: usize = 4096;
+/// One offer of a job: its id and the offer's bid deadline.
+type OfferKey = (ContentId, u64);
 /// Longest error text sent to a submitter.
 const MAX_ERROR_CHARS: usize = 2048;
 /// How long after the deadline a result is still offered to the submitter.
@@ -63,8 +65,11 @@ pub(crate) struct WorkerState {
     accepted: Mutex<HashMap<ContentId, CancellationToken>>,
     /// Of those, the ones running in a sandbox now.
     running: AtomicU32,
-    /// Jobs bid on recently, oldest first.
-    bid_on: Mutex<(VecDeque<ContentId>, HashSet<ContentId>)>,
+    /// Offers bid on recently (job and the offer's bid deadline, which
+    /// tells its offers apart), oldest first. One bid per offer, not per
+    /// job: a submitter that restarted lost the bids it had, and its next
+    /// offer must get them again.
+    bid_on: Mutex<(VecDeque<OfferKey>, HashSet<OfferKey>)>,
     /// Bids not yet answered by an assignment, with when they lapse: a bid
     /// promises a place, so the node never bids beyond its capacity.
     promised: Mutex<HashMap<ContentId, Instant>>,
@@ -172,19 +177,20 @@ impl WorkerState {
         lock(&self.accepted).remove(job);
     }
 
-    /// Whether this node already bid on `job`.
-    fn has_bid(&self, job: ContentId) -> bool {
-        lock(&self.bid_on).1.contains(&job)
+    /// Whether this node already bid on this offer of `job`.
+    fn has_bid(&self, job: ContentId, offer: u64) -> bool {
+        lock(&self.bid_on).1.contains(&(job, offer))
     }
 
-    /// Records that `job` was bid on; false if it already was.
-    fn first_bid(&self, job: ContentId) -> bool {
+    /// Records that this offer of `job` was bid on; false if it already
+    /// was.
+    fn first_bid(&self, job: ContentId, offer: u64) -> bool {
         let mut guard = lock(&self.bid_on);
         let (order, set) = &mut *guard;
-        if !set.insert(job) {
+        if !set.insert((job, offer)) {
             return false;
         }
-        order.push_back(job);
+        order.push_back((job, offer));
         if order.len() > BID_MEMORY {
             if let Some(old) = order.pop_front() {
                 set.remove(&old);
@@ -219,9 +225,9 @@ pub(crate) fn on_offer(ctx: &Arc<Ctx>, offer: &CheckedOffer) {
     if offer.submitter == ctx.me
         || unix_now_ms() > offer.bid_deadline_ms
         || w.can_run(offer.validated.spec()).is_some()
-        || w.has_bid(offer.job)
+        || w.has_bid(offer.job, offer.bid_deadline_ms)
         || !w.promise(offer.job)
-        || !w.first_bid(offer.job)
+        || !w.first_bid(offer.job, offer.bid_deadline_ms)
     {
         return;
     }

@@ -10,6 +10,25 @@ impl JobCore {
                 self.fail(&why);
             }
         }
+        // Resumed after a restart: an assignment recorded (the record is
+        // written before it is sent) but never acknowledged may never have
+        // left this node, and its executor would never answer. Sending it
+        // again is harmless: an executor that has it answers with its
+        // acceptance and runs it once.
+        let unacknowledged: Vec<(PeerId, u32, u64)> = self
+            .rec
+            .executors
+            .iter()
+            .filter(|e| e.state == ExecutorState::Running && e.acceptance.is_none())
+            .map(|e| (e.peer, e.attempt, e.deadline_ms))
+            .collect();
+        for (peer, attempt, deadline_ms) in unacknowledged {
+            self.out.push(Action::Assign {
+                peer,
+                attempt,
+                deadline_ms,
+            });
+        }
     }
 
     /// Fails fast when the nodes known say nobody can run the job, or too

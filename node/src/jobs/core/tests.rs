@@ -515,6 +515,49 @@ fn an_executor_lost_and_back_with_its_answer_still_counts() {
 }
 
 #[test]
+fn a_resumed_job_sends_again_the_assignments_never_acknowledged() {
+    let mut f = Fixture::new(3, 2, 3).assigned();
+    let assigned = f.core.record().executors.clone();
+    assert_eq!(assigned.len(), 3);
+    // The first executor acknowledged its assignment; the others had not
+    // when the submitting node stopped.
+    let first = (0..3).find(|i| f.peer(*i) == assigned[0].peer).unwrap();
+    let acceptance = f.keys[first].sign(&agora_protocol::Acceptance {
+        job: f.core.id(),
+        submitter: f.core.cfg.me,
+        attempt: assigned[0].attempt,
+        deadline_ms: assigned[0].deadline_ms,
+    });
+    f.step(Input::Accepted {
+        peer: assigned[0].peer,
+        attempt: assigned[0].attempt,
+        acceptance,
+    });
+    let rec = f.core.record().clone();
+    let mut resumed = JobCore::new(f.core.cfg, rec).unwrap();
+    let actions = resumed.step(Input::Start, f.now, &f.world);
+    let resent: Vec<(PeerId, u32, u64)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign {
+                peer,
+                attempt,
+                deadline_ms,
+            } => Some((*peer, *attempt, *deadline_ms)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(PeerId, u32, u64)> = assigned[1..]
+        .iter()
+        .map(|e| (e.peer, e.attempt, e.deadline_ms))
+        .collect();
+    assert_eq!(resent, want);
+    // A fresh job has nothing to send again.
+    let mut fresh = Fixture::new(3, 2, 3);
+    assert!(assigns(&fresh.step(Input::Start)).is_empty());
+}
+
+#[test]
 fn a_lost_executor_that_never_returns_fails_the_job_at_its_deadline() {
     let mut f = Fixture::new(3, 3, 3).assigned();
     f.report(0, 1);
