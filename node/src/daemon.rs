@@ -61,6 +61,10 @@ pub const STORE_DIR: &str = "store";
 pub const BLOBS_DIR: &str = "blobs";
 /// How often blobs no job references are collected.
 const BLOB_GC_INTERVAL: Duration = Duration::from_secs(300);
+/// sled's page cache. Its default (1 GiB) let the daemon's RSS grow by
+/// about 55 KB per submitted job, to over 1 GiB after 20,000 jobs
+/// (docs/benchmarks.md, "Job arrays"); records are read back rarely.
+const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// How often the sandboxes' advertised capabilities (Docker's images)
 /// are refreshed.
 const SANDBOX_REFRESH: Duration = Duration::from_secs(60);
@@ -291,12 +295,17 @@ fn total_memory_bytes() -> u64 {
 
 async fn open_store(path: PathBuf) -> Result<sled::Db, DaemonError> {
     let p = path.clone();
-    tokio::task::spawn_blocking(move || sled::Config::new().path(&p).open())
-        .await?
-        .map_err(|e| DaemonError::Store {
-            path,
-            reason: format!("{e} (is another agora daemon using this data directory?)"),
-        })
+    tokio::task::spawn_blocking(move || {
+        sled::Config::new()
+            .path(&p)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()
+    })
+    .await?
+    .map_err(|e| DaemonError::Store {
+        path,
+        reason: format!("{e} (is another agora daemon using this data directory?)"),
+    })
 }
 
 /// Saves the peer book every [`PEER_BOOK_SAVE`] and once more at shutdown.

@@ -53,6 +53,19 @@ async fn wait_array(node: &Daemon, id: &str, within: Duration) -> ArrayInfo {
     .await
 }
 
+/// Waits until at least `n` items of array `id` are verified. The jobs
+/// handle it clones is dropped on return (one kept would hold the store
+/// open across a restart).
+async fn wait_verified(node: &Daemon, id: &str, n: u32) {
+    let jobs = node.jobs().clone();
+    let id = id.to_owned();
+    wait_for(DEADLINE, &format!("{n} verified items"), || {
+        let (jobs, id) = (jobs.clone(), id.clone());
+        async move { (jobs.array(&id).ok()?.counts.verified >= n).then_some(()) }
+    })
+    .await;
+}
+
 fn all_items(node: &Daemon, id: &str) -> Vec<ArrayItemInfo> {
     let mut out = Vec::new();
     let mut from = 0;
@@ -247,13 +260,7 @@ async fn cancel_stops_every_unfinished_item_and_retry_runs_only_those() {
     let mut req = array_of(wasm_job(&slow, 2, 2), ArrayItems::Range { from: 0, to: 11 });
     req.parallel = Some(2);
     let info = sub.jobs().submit_array(req).await.unwrap();
-    let jobs = sub.jobs().clone();
-    let id = info.id.clone();
-    wait_for(DEADLINE, "a first verified item", || {
-        let (jobs, id) = (jobs.clone(), id.clone());
-        async move { (jobs.array(&id).ok()?.counts.verified >= 1).then_some(()) }
-    })
-    .await;
+    wait_verified(sub, &info.id, 1).await;
     let cancelled = sub.jobs().cancel_array(&info.id).await.unwrap();
     assert_eq!(cancelled.state, ArrayState::Cancelled);
     let c = cancelled.counts;
@@ -291,16 +298,7 @@ async fn a_restart_of_the_submitter_mid_array_keeps_every_verified_item_and_reru
     let mut req = array_of(wasm_job(&slow, 2, 2), ArrayItems::Range { from: 0, to: 23 });
     req.parallel = Some(3);
     let info = sub.jobs().submit_array(req).await.unwrap();
-    {
-        // Scoped: a handle on the jobs keeps the store open.
-        let jobs = sub.jobs().clone();
-        let id = info.id.clone();
-        wait_for(DEADLINE, "some verified items", || {
-            let (jobs, id) = (jobs.clone(), id.clone());
-            async move { (jobs.array(&id).ok()?.counts.verified >= 4).then_some(()) }
-        })
-        .await;
-    }
+    wait_verified(sub, &info.id, 4).await;
     let before = all_items(sub, &info.id);
     net.stop(0).await;
     net.restart(0, listen).await;
@@ -325,5 +323,56 @@ async fn a_restart_of_the_submitter_mid_array_keeps_every_verified_item_and_reru
     // One job per item: none was submitted twice.
     assert_eq!(sub.jobs().list(None).unwrap().len(), 24);
     assert!(after.iter().all(|a| a.attempts == 1));
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_takes_an_array_and_streams_each_item_change_until_it_ends() {
+    use agora_node::api::client::ApiClient;
+    use agora_node::api::types::{ArrayEvent, ArrayList};
+
+    let net = Net::start(3, false).await;
+    let sub = net.node(0);
+    let api = ApiClient::new(sub.api_addr(), Some(sub.token().to_owned()))
+        .with_timeout(DEADLINE)
+        .with_idle_timeout(DEADLINE);
+    let hello = put(sub, built("hello"));
+    let mut job = wasm_job(&hello, 2, 2);
+    job.args = vec!["{}".into()];
+    let req = array_of(job, ArrayItems::Range { from: 1, to: 5 });
+    let info: ArrayInfo = api.post_json("/api/v1/arrays", &req).await.unwrap();
+    // The stream ends after the array's final event, so this returns then.
+    let raw = api
+        .get(&format!("/api/v1/arrays/{}/events", info.id))
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 200);
+    let events: Vec<ArrayEvent> = String::from_utf8(raw.body.to_vec())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    let first = events.first().unwrap();
+    assert_eq!(
+        first.index, None,
+        "the first event is the array as it stands"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.state, ArrayState::Verified);
+    assert_eq!(last.counts.verified, 5);
+    for index in 0..5 {
+        let states: Vec<ItemState> = events
+            .iter()
+            .filter(|e| e.index == Some(index))
+            .filter_map(|e| e.item_state)
+            .collect();
+        // An item submitted before the stream opened shows only its end.
+        assert_eq!(states.last(), Some(&ItemState::Verified), "item {index}");
+    }
+    let list: ArrayList = api.get_json("/api/v1/arrays").await.unwrap();
+    assert_eq!(list.arrays[0].id, info.id);
+    let gone = api.get("/api/v1/arrays/00ff").await.unwrap();
+    assert_eq!(gone.status, 404);
     net.shutdown().await;
 }
