@@ -235,15 +235,14 @@ impl Driver {
         if self.started.elapsed() >= PEER_WAIT {
             return true;
         }
-        let t = &self.rec.template;
-        let n = usize::from(t.n.unwrap_or(agora_protocol::Replication::default().n));
+        let n = usize::from(self.rec.replication().n);
         let me = self.jobs.ctx.me;
         let online = lock_book(&self.jobs.ctx.book)
             .online(unix_now_ms())
             .into_iter()
             .filter(|p| *p != me)
             .count();
-        online + usize::from(t.allow_local) >= n
+        online + usize::from(self.rec.template.allow_local) >= n
     }
 
     fn next_pending(&mut self) -> Result<Option<(u32, ItemRecordDb)>, StoreError> {

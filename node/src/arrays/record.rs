@@ -44,6 +44,12 @@ pub struct ArrayRecordDb {
 }
 
 impl ArrayRecordDb {
+    /// The replication every item runs with (the template's, or the
+    /// protocol's default for what it leaves unset).
+    pub fn replication(&self) -> agora_protocol::Replication {
+        replication_of(&self.template)
+    }
+
     /// Moves one item from `from` to `to` in the counts.
     pub fn count_move(&mut self, from: ItemState, to: ItemState) {
         *slot(&mut self.counts, from) = slot(&mut self.counts, from).saturating_sub(1);
@@ -62,6 +68,16 @@ impl ArrayRecordDb {
         self.state = state;
         self.reason = None;
         self.finished_at_ms = None;
+    }
+}
+
+/// The replication `job` runs with: its own n and k, or the protocol's
+/// defaults for those it leaves unset.
+pub fn replication_of(job: &SubmitJob) -> agora_protocol::Replication {
+    let d = agora_protocol::Replication::default();
+    agora_protocol::Replication {
+        n: job.n.unwrap_or(d.n),
+        k: job.k.unwrap_or(d.k),
     }
 }
 

@@ -6,7 +6,9 @@ use agora_protocol::{codec, ContentId, IdPrefix};
 use tokio::sync::{broadcast, oneshot};
 
 use super::driver;
-use super::record::{ArrayRecordDb, ItemInput, ItemRecordDb, MAX_ARRAY_ITEMS, MAX_PARALLEL};
+use super::record::{
+    replication_of, ArrayRecordDb, ItemInput, ItemRecordDb, MAX_ARRAY_ITEMS, MAX_PARALLEL,
+};
 use super::template;
 use crate::api::types::{
     ArrayCounts, ArrayEvent, ArrayInfo, ArrayItemInfo, ArrayItemPage, ArrayItems, ArrayState,
@@ -223,7 +225,7 @@ impl Jobs {
             .filter(|p| *p != self.ctx.me || template.allow_local)
             .filter_map(|p| book.get(&p).map(|r| r.advert.max_jobs))
             .sum();
-        let n = u32::from(template.n.unwrap_or(3).max(1));
+        let n = u32::from(replication_of(template).n.max(1));
         (slots / n * 2).clamp(1, 256)
     }
 
@@ -285,6 +287,7 @@ impl Jobs {
             }
         }
         let t = &rec.template;
+        let replication = rec.replication();
         Ok(ArrayInfo {
             id: rec.id.to_hex(),
             state: rec.state,
@@ -296,8 +299,8 @@ impl Jobs {
             total: rec.total,
             counts: rec.counts,
             parallel: rec.parallel,
-            n: t.n.unwrap_or(agora_protocol::Replication::default().n),
-            k: t.k.unwrap_or(agora_protocol::Replication::default().k),
+            n: replication.n,
+            k: replication.k,
             has_reduce: rec.reduce.is_some(),
             reduce_job: rec.reduce_job.map(|j| j.to_hex()),
             submitted_at_ms: rec.submitted_at_ms,
